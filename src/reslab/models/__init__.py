@@ -1,0 +1,13 @@
+"""Architectures: one registry, spec-driven families, the backbone contract."""
+
+from .base import Backbone, ClassifierHead, FeatureInfo, SpecBuilder
+from .info import ModelInfo, model_info
+from .registry import create_model, get_model_entry, list_models, register_model
+from .resnet import ResNet, ResNetSpec
+from .weights import load_torchvision_state_dict, load_weights, save_weights
+
+__all__ = [
+    "Backbone", "ClassifierHead", "FeatureInfo", "SpecBuilder", "ModelInfo", "model_info",
+    "create_model", "get_model_entry", "list_models", "register_model", "ResNet", "ResNetSpec",
+    "load_torchvision_state_dict", "load_weights", "save_weights",
+]

@@ -1,0 +1,136 @@
+"""The backbone contract every reslab classifier follows, and the spec-to-builder glue.
+
+A model is ``stem -> stages -> final -> head``. ``feature_info`` describes the stem's and each
+stage's output (channels, reduction), so analysis tools, dense-prediction heads (U-Net encoders)
+and ``features_only=True`` need no per-model code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ReslabError
+
+__all__ = ["Backbone", "ClassifierHead", "SpecBuilder", "FeatureInfo"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureInfo:
+    """One feature map a backbone exposes: its channels, its stride w.r.t. the input, its module."""
+
+    num_chs: int
+    reduction: int
+    module: str
+
+
+class ClassifierHead(nn.Module):
+    """Global pooling, optional dropout, and a linear classifier (``fc``).
+
+    ``num_classes=0`` leaves the pooled features (``fc`` is the identity), as in timm.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.fc: nn.Module = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(self.pool(x), 1)
+        x = self.drop(x)
+        return x if pre_logits else self.fc(x)
+
+
+class Backbone(nn.Module):
+    """Base class for classifiers built as ``stem -> stages -> final -> head``.
+
+    Subclasses set ``self.stem``, ``self.stages`` (an iterable of modules), ``self.final``
+    (applied after the last stage, e.g. a pre-activation net's last BN-ReLU), ``self.head``
+    and ``self.feature_info`` (stem first, then one entry per stage), then call
+    :meth:`_finish_init`.
+    """
+
+    in_chans: int
+    num_classes: int
+    num_features: int
+    feature_info: list[FeatureInfo]
+
+    def _finish_init(self, features_only: bool, out_indices: Sequence[int] | None) -> None:
+        self.features_only = features_only
+        n = len(self.feature_info)
+        indices = tuple(range(n)) if out_indices is None else tuple(out_indices)
+        for i in indices:
+            if not -n <= i < n:
+                raise ReslabError(f"out_indices {indices} out of range: this model has {n} feature maps")
+        self.out_indices = tuple(i % n for i in indices)
+        if features_only:
+            self.head = nn.Identity()
+
+    # -- the contract ---------------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a clear error for input that is not ``(N, in_chans, H, W)``."""
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ReslabError(
+                f"{getattr(self, 'model_name', type(self).__name__)} expects input of shape "
+                f"(N, {self.in_chans}, H, W); got {tuple(x.shape)}. Convert the images to "
+                f"{self.in_chans} channel(s) or build the model with in_chans={x.shape[1] if x.ndim == 4 else '...'}"
+            )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Input images to the last feature map (before global pooling)."""
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return self.final(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Last feature map to logits (or to pooled features with ``pre_logits=True``)."""
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The feature maps named by ``feature_info`` selected by ``out_indices``."""
+        maps = [self.stem(x)]
+        for stage in self.stages:
+            maps.append(stage(maps[-1]))
+        maps[-1] = self.final(maps[-1])
+        return [maps[i] for i in self.out_indices]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        self.check_input(x)
+        if self.features_only:
+            return self.forward_intermediates(x)
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a freshly initialised one for ``num_classes`` (0: none)."""
+        self.num_classes = num_classes
+        self.head.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+class SpecBuilder:
+    """A registry builder for spec-driven families: ``create_model`` overrides go either to the
+    spec (its dataclass fields) or to the module's constructor (its keyword arguments).
+    """
+
+    def __init__(self, cls: Callable[..., nn.Module], spec: Any, **defaults: Any) -> None:
+        self.cls = cls
+        self.spec = spec
+        self.defaults = defaults
+        self.spec_fields = {f.name for f in dataclasses.fields(spec)}
+        init = inspect.signature(cls.__init__).parameters
+        self.init_kwargs = {p for p in init if p not in ("self", "spec")}
+        self.accepts = frozenset(self.spec_fields | self.init_kwargs)
+
+    def __call__(self, **overrides: Any) -> nn.Module:
+        spec_over = {k: v for k, v in overrides.items() if k in self.spec_fields}
+        kwargs = {**self.defaults, **{k: v for k, v in overrides.items() if k not in self.spec_fields}}
+        return self.cls(dataclasses.replace(self.spec, **spec_over), **kwargs)

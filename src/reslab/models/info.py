@@ -1,0 +1,121 @@
+"""Parameters, multiply-adds and output shapes, per stage, measured by running the model once.
+
+Multiply-adds come from ``torch.utils.flop_counter`` (which counts 2 FLOPs per multiply-add of
+convolutions and matrix products, and nothing for BN, ReLU, pooling or additions): the same
+convention as the paper's "FLOPs" in Table 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..errors import ReslabError
+
+__all__ = ["LayerInfo", "ModelInfo", "model_info"]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    output_shape: tuple[int, ...]
+    params: int
+    macs: int
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What :func:`model_info` measured: totals and one row per stem/stage/head."""
+
+    name: str
+    input_size: tuple[int, ...]
+    params: int
+    macs: int
+    rows: list[LayerInfo] = field(default_factory=list)
+
+    def table(self) -> str:
+        """The per-stage table as aligned text, totals last."""
+        from .._table import format_table
+
+        body = [[r.name, "x".join(map(str, r.output_shape)), f"{r.params:,}", _human(r.macs)] for r in self.rows]
+        body.append(["total", "", f"{self.params:,}", _human(self.macs)])
+        title = f"{self.name}  input {'x'.join(map(str, self.input_size))}"
+        table = format_table(["layer", "output", "params", "mult-adds"], body, total_row=True)
+        return (
+            f"{title}\n{table}\n"
+            f"params {self.params / 1e6:.2f}M, multiply-adds {self.macs / 1e9:.3f}G"
+        )
+
+
+def _human(n: int) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+def _rows_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    rows = []
+    for name, child in model.named_children():
+        if name == "stages" and isinstance(child, (nn.Sequential, nn.ModuleList)):
+            rows += [(f"stages.{i}", stage) for i, stage in enumerate(child)]
+        elif not isinstance(child, nn.Identity):
+            rows.append((name, child))
+    return rows
+
+
+@torch.no_grad()
+def model_info(model: nn.Module, input_size: tuple[int, ...] | None = None) -> ModelInfo:
+    """Measure ``model`` on one input of ``input_size`` (C, H, W), in eval mode.
+
+    Args:
+        model: any module; reslab models get one row per stem, stage and head.
+        input_size: (C, H, W); defaults to the registry's native size for the model.
+    """
+    name = getattr(model, "model_name", type(model).__name__)
+    if input_size is None:
+        from .registry import get_model_entry
+
+        input_size = get_model_entry(name).input_size if hasattr(model, "model_name") else (3, 224, 224)
+    input_size = tuple(int(v) for v in input_size)
+    if len(input_size) != 3 or min(input_size) < 1:
+        raise ReslabError(f"input size must be C,H,W with positive values, got {input_size}")
+    was_training = model.training
+    model.eval()
+    rows = _rows_of(model)
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = []
+    for row_name, module in rows:
+        def hook(_m, _inp, out, row_name=row_name):
+            first = out[0] if isinstance(out, (list, tuple)) else out
+            if isinstance(first, torch.Tensor):
+                shapes[row_name] = tuple(first.shape[1:])
+        hooks.append(module.register_forward_hook(hook))
+    try:
+        x = torch.zeros(1, *input_size, device=next(model.parameters()).device)
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+    except RuntimeError as e:  # e.g. an input too small for the pooling layers
+        raise ReslabError(f"{name} cannot run on input {input_size}: {str(e).splitlines()[0]}") from None
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    counts = counter.get_flop_counts()
+    root = type(model).__name__
+    out = []
+    for row_name, module in rows:
+        if row_name not in shapes:
+            continue
+        flops = sum(counts.get(f"{root}.{row_name}", {}).values())
+        out.append(LayerInfo(row_name, shapes[row_name], sum(p.numel() for p in module.parameters()), flops // 2))
+    return ModelInfo(
+        name=name,
+        input_size=input_size,
+        params=sum(p.numel() for p in model.parameters()),
+        macs=counter.get_total_flops() // 2,
+        rows=out,
+    )

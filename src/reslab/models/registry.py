@@ -1,0 +1,130 @@
+"""One registry: the only list of architecture names.
+
+The CLI, the tests and the README table all read it. A registered builder is any callable that
+returns an ``nn.Module`` from keyword overrides; :func:`create_model` checks the overrides against
+what the builder accepts and rejects the others by name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+from ..errors import ReslabError, UnknownModelError
+
+__all__ = ["ModelEntry", "register_model", "create_model", "list_models", "get_model_entry"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered architecture: its builder and the facts a user looks up beside it."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    family: str = ""
+    paper: str = ""
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    accepts: frozenset[str] = field(default_factory=frozenset)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def _accepted_keywords(builder: Callable[..., Any]) -> frozenset[str]:
+    accepts = getattr(builder, "accepts", None)
+    if accepts is not None:
+        return frozenset(accepts)
+    params = inspect.signature(builder).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        raise ValueError(
+            f"builder {builder!r} takes **kwargs: give it an explicit signature or an "
+            "'accepts' attribute so create_model can reject unknown overrides by name"
+        )
+    return frozenset(p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL)
+
+
+def register_model(
+    builder: Callable[..., nn.Module] | None = None,
+    *,
+    name: str | None = None,
+    family: str = "",
+    paper: str = "",
+    input_size: tuple[int, int, int] = (3, 224, 224),
+):
+    """Register ``builder`` under ``name`` (default: the builder's ``__name__``).
+
+    Usable as ``@register_model``, ``@register_model(paper=...)`` or as a plain call
+    ``register_model(builder, name="resnet56", ...)``. A duplicate name raises.
+    """
+
+    def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or fn.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model name {key!r} is already registered")
+        _REGISTRY[key] = ModelEntry(
+            name=key,
+            builder=fn,
+            family=family,
+            paper=paper,
+            input_size=tuple(input_size),
+            accepts=_accepted_keywords(fn),
+        )
+        return fn
+
+    return add(builder) if builder is not None else add
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    """The registry entry for ``name``; an unknown name raises with close matches suggested."""
+    _ensure_registered()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}?" if close else "run 'reslab models' to list them"
+        raise UnknownModelError(f"unknown model {name!r}: {hint}") from None
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build the architecture registered as ``name`` on the CPU in float32.
+
+    Args:
+        name: a registered name, e.g. ``"resnet56"`` (see :func:`list_models`).
+        **overrides: keyword options the architecture accepts, e.g. ``num_classes=10``,
+            ``shortcut="B"``, ``stride_in="3x3"``, ``features_only=True``. An option the
+            architecture does not accept raises :class:`~reslab.errors.ReslabError` naming it.
+    """
+    entry = get_model_entry(name)
+    unknown = sorted(set(overrides) - entry.accepts)
+    if unknown:
+        raise ReslabError(
+            f"{name} does not accept {', '.join(repr(u) for u in unknown)}; "
+            f"it accepts: {', '.join(sorted(entry.accepts))}"
+        )
+    model = entry.builder(**overrides)
+    model.model_name = name  # type: ignore[assignment]
+    return model
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching the shell-style ``pattern`` (e.g. ``"resnet*"``), sorted naturally."""
+    _ensure_registered()
+    names = [n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern)]
+    return sorted(names, key=_natural_key)
+
+
+def _natural_key(name: str) -> list[Any]:
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _ensure_registered() -> None:
+    # Importing the model families registers them; done lazily so `import registry` is cheap
+    # and free of cycles.
+    from . import _families  # noqa: F401

@@ -1,0 +1,325 @@
+"""ResNet as data: one :class:`ResNetSpec`, one :class:`ResNet` module, named depths as one line each.
+
+Covers He et al. 2015 (v1: stride in the first 1x1 of a bottleneck; CIFAR 6n+2 nets; plain
+twins), the v1.5 variant (stride in the 3x3, as torchvision), pre-activation ResNet (He et al.
+2016, "Identity Mappings in Deep Residual Networks") and Wide ResNet (Zagoruyko & Komodakis 2016).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ReslabError
+from .base import Backbone, ClassifierHead, FeatureInfo, SpecBuilder
+from .layers import conv1x1, conv3x3, make_shortcut
+from .registry import register_model
+
+__all__ = ["ResNetSpec", "ResNet", "BasicBlock", "Bottleneck"]
+
+HE2015 = "He et al. 2015, Deep Residual Learning for Image Recognition"
+HE2016 = "He et al. 2016, Identity Mappings in Deep Residual Networks"
+WRN2016 = "Zagoruyko & Komodakis 2016, Wide Residual Networks"
+
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    """Everything that tells one ResNet from another.
+
+    Args:
+        block: ``"basic"`` (two 3x3 convs) or ``"bottleneck"`` (1x1-3x3-1x1, expansion 4).
+        layers: blocks per stage, e.g. ``(3, 4, 6, 3)`` for ResNet-50 or ``(n, n, n)`` on CIFAR.
+        widths: base width of each stage (the stem has ``widths[0]`` channels).
+        stem: ``"cifar"`` (3x3 conv, no pooling) or ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool).
+        shortcut: ``"A"`` zero-padding identity, ``"B"`` projection where dimensions change,
+            ``"C"`` projection everywhere (paper Sec. 3.3 and Table 3).
+        residual: ``False`` builds the plain twin: the same layers with no shortcut at all.
+        preact: pre-activation units (BN-ReLU-conv), He et al. 2016.
+        stride_in: where a bottleneck downsamples: ``"1x1"`` (paper v1) or ``"3x3"`` (v1.5).
+        width_multiplier: multiplies the width of every 3x3 conv (Wide ResNet's k; for
+            bottlenecks only the inner width, as in wide_resnet50_2).
+        expansion: bottleneck output width / base width.
+        zero_init_last: start each residual branch at zero (last BN's gamma, or the last conv in
+            pre-activation units), so every block begins as the identity (Goyal et al. 2017).
+        block_dropout: dropout between the two convs of a basic block (Wide ResNet).
+    """
+
+    block: Literal["basic", "bottleneck"] = "basic"
+    layers: tuple[int, ...] = (2, 2, 2, 2)
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    stem: Literal["cifar", "imagenet"] = "imagenet"
+    shortcut: Literal["A", "B", "C"] = "B"
+    residual: bool = True
+    preact: bool = False
+    stride_in: Literal["1x1", "3x3"] = "1x1"
+    width_multiplier: float = 1.0
+    expansion: int = 4
+    zero_init_last: bool = False
+    block_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "widths", tuple(self.widths))
+        checks = [
+            (self.block in ("basic", "bottleneck"), f"block must be 'basic' or 'bottleneck', got {self.block!r}"),
+            (self.stem in ("cifar", "imagenet"), f"stem must be 'cifar' or 'imagenet', got {self.stem!r}"),
+            (self.shortcut in ("A", "B", "C"), f"shortcut must be 'A', 'B' or 'C', got {self.shortcut!r}"),
+            (self.stride_in in ("1x1", "3x3"), f"stride_in must be '1x1' or '3x3', got {self.stride_in!r}"),
+            (len(self.layers) == len(self.widths) and len(self.layers) > 0,
+             f"layers {self.layers} and widths {self.widths} must be non-empty and of equal length"),
+            (all(isinstance(n, int) and n >= 1 for n in self.layers), f"layers must be positive integers, got {self.layers}"),
+            (all(isinstance(w, int) and w >= 1 for w in self.widths), f"widths must be positive integers, got {self.widths}"),
+            (self.width_multiplier > 0, f"width_multiplier must be > 0, got {self.width_multiplier}"),
+            (0.0 <= self.block_dropout < 1.0, f"block_dropout must be in [0, 1), got {self.block_dropout}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ReslabError(message)
+
+    @property
+    def depth(self) -> int:
+        """Weighted layers as the paper counts them: convs on the main path plus the classifier."""
+        per_block = 2 if self.block == "basic" else 3
+        return per_block * sum(self.layers) + 2
+
+    def stage_channels(self, i: int) -> tuple[int, int]:
+        """(inner width of the 3x3 convs, output width) of stage ``i``."""
+        inner = int(round(self.widths[i] * self.width_multiplier))
+        out = inner if self.block == "basic" else self.widths[i] * self.expansion
+        return inner, out
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs (Fig. 2 left), post-activation (2015) or pre-activation (2016)."""
+
+    def __init__(self, in_chs: int, inner: int, out_chs: int, stride: int, spec: ResNetSpec,
+                 preact_input: bool = True) -> None:
+        super().__init__()
+        self.preact = spec.preact
+        self.residual = spec.residual
+        if spec.preact:
+            # Pre-activation: BN-ReLU-conv twice; the first unit after a BN-ReLU stem skips its own.
+            self.bn1 = nn.BatchNorm2d(in_chs) if preact_input else nn.Identity()
+            self.act1 = nn.ReLU(inplace=True) if preact_input else nn.Identity()
+            self.conv1 = conv3x3(in_chs, inner, stride)
+            self.bn2 = nn.BatchNorm2d(inner)
+            self.act2 = nn.ReLU(inplace=True)
+            self.drop = nn.Dropout(spec.block_dropout) if spec.block_dropout > 0 else nn.Identity()
+            self.conv2 = conv3x3(inner, out_chs)
+        else:
+            self.conv1 = conv3x3(in_chs, inner, stride)
+            self.bn1 = nn.BatchNorm2d(inner)
+            self.act1 = nn.ReLU(inplace=True)
+            self.drop = nn.Dropout(spec.block_dropout) if spec.block_dropout > 0 else nn.Identity()
+            self.conv2 = conv3x3(inner, out_chs)
+            self.bn2 = nn.BatchNorm2d(out_chs)
+            self.act2 = nn.ReLU(inplace=True)
+        self.shortcut = make_shortcut(spec.shortcut, in_chs, out_chs, stride, norm=not spec.preact) if spec.residual else None
+
+    def last_branch_layer(self) -> nn.Module:
+        return self.conv2 if self.preact else self.bn2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.preact:
+            pre = self.act1(self.bn1(x))
+            out = self.conv1(pre)
+            out = self.conv2(self.drop(self.act2(self.bn2(out))))
+            if self.shortcut is None:
+                return out
+            # Projection/zero-pad shortcuts take the pre-activated input (He et al. 2016, Appendix).
+            return out + self.shortcut(pre if not isinstance(self.shortcut, nn.Identity) else x)
+        out = self.drop(self.act1(self.bn1(self.conv1(x))))
+        out = self.bn2(self.conv2(out))
+        if self.shortcut is not None:
+            out = out + self.shortcut(x)
+        return self.act2(out)
+
+
+class Bottleneck(nn.Module):
+    """1x1 (reduce) - 3x3 - 1x1 (restore) (Fig. 5 right); the stride sits in the first 1x1
+    (``stride_in="1x1"``, paper v1) or in the 3x3 (``"3x3"``, v1.5 / torchvision)."""
+
+    def __init__(self, in_chs: int, inner: int, out_chs: int, stride: int, spec: ResNetSpec,
+                 preact_input: bool = True) -> None:
+        super().__init__()
+        self.preact = spec.preact
+        s1, s3 = (stride, 1) if spec.stride_in == "1x1" else (1, stride)
+        if spec.preact:
+            self.bn1 = nn.BatchNorm2d(in_chs) if preact_input else nn.Identity()
+            self.act1 = nn.ReLU(inplace=True) if preact_input else nn.Identity()
+            self.conv1 = conv1x1(in_chs, inner, s1)
+            self.bn2 = nn.BatchNorm2d(inner)
+            self.act2 = nn.ReLU(inplace=True)
+            self.conv2 = conv3x3(inner, inner, s3)
+            self.bn3 = nn.BatchNorm2d(inner)
+            self.act3 = nn.ReLU(inplace=True)
+            self.conv3 = conv1x1(inner, out_chs)
+        else:
+            self.conv1 = conv1x1(in_chs, inner, s1)
+            self.bn1 = nn.BatchNorm2d(inner)
+            self.act1 = nn.ReLU(inplace=True)
+            self.conv2 = conv3x3(inner, inner, s3)
+            self.bn2 = nn.BatchNorm2d(inner)
+            self.act2 = nn.ReLU(inplace=True)
+            self.conv3 = conv1x1(inner, out_chs)
+            self.bn3 = nn.BatchNorm2d(out_chs)
+            self.act3 = nn.ReLU(inplace=True)
+        self.shortcut = make_shortcut(spec.shortcut, in_chs, out_chs, stride, norm=not spec.preact) if spec.residual else None
+
+    def last_branch_layer(self) -> nn.Module:
+        return self.conv3 if self.preact else self.bn3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.preact:
+            pre = self.act1(self.bn1(x))
+            out = self.conv1(pre)
+            out = self.conv2(self.act2(self.bn2(out)))
+            out = self.conv3(self.act3(self.bn3(out)))
+            if self.shortcut is None:
+                return out
+            return out + self.shortcut(pre if not isinstance(self.shortcut, nn.Identity) else x)
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.act2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.shortcut is not None:
+            out = out + self.shortcut(x)
+        return self.act3(out)
+
+
+class ResNet(Backbone):
+    """A residual (or plain) network built from a :class:`ResNetSpec`.
+
+    Args:
+        spec: the architecture.
+        num_classes: classifier outputs (0: no classifier, ``forward`` returns pooled features).
+        in_chans: input image channels.
+        drop_rate: dropout before the classifier (the paper uses none).
+        features_only: ``forward`` returns the feature maps of ``feature_info`` instead of logits.
+        out_indices: which of those maps (default: all: the stem, then each stage).
+    """
+
+    def __init__(self, spec: ResNetSpec, *, num_classes: int = 1000, in_chans: int = 3,
+                 drop_rate: float = 0.0, features_only: bool = False,
+                 out_indices: Sequence[int] | None = None) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ReslabError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+        if not isinstance(in_chans, int) or in_chans < 1:
+            raise ReslabError(f"in_chans must be a positive integer, got {in_chans!r}")
+        self.spec = spec
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        stem_chs = spec.widths[0]
+
+        stem = nn.Sequential()
+        if spec.stem == "imagenet":
+            stem.add_module("conv", nn.Conv2d(in_chans, stem_chs, 7, stride=2, padding=3, bias=False))
+            stem.add_module("bn", nn.BatchNorm2d(stem_chs))
+            stem.add_module("act", nn.ReLU(inplace=True))
+            stem.add_module("pool", nn.MaxPool2d(3, stride=2, padding=1))
+            reduction = 4
+        else:
+            stem.add_module("conv", conv3x3(in_chans, stem_chs))
+            if not spec.preact:  # a pre-activation net normalises inside its first unit
+                stem.add_module("bn", nn.BatchNorm2d(stem_chs))
+                stem.add_module("act", nn.ReLU(inplace=True))
+            reduction = 1
+        self.stem = stem
+        self.feature_info = [FeatureInfo(stem_chs, reduction, "stem")]
+
+        block_cls = BasicBlock if spec.block == "basic" else Bottleneck
+        stages = []
+        in_chs = stem_chs
+        for i, n in enumerate(spec.layers):
+            inner, out_chs = spec.stage_channels(i)
+            stride = 1 if i == 0 else 2
+            reduction *= stride
+            blocks = []
+            for j in range(n):
+                # An ImageNet pre-activation stem already ends in BN-ReLU (He et al. 2016, Sec. 3.2).
+                preact_input = not (spec.preact and spec.stem == "imagenet" and i == 0 and j == 0)
+                blocks.append(block_cls(in_chs, inner, out_chs, stride if j == 0 else 1, spec, preact_input))
+                in_chs = out_chs
+            stages.append(nn.Sequential(*blocks))
+            self.feature_info.append(FeatureInfo(out_chs, reduction, f"stages.{i}"))
+        self.stages = nn.Sequential(*stages)
+        if spec.preact:  # the last unit's output still needs its BN-ReLU before pooling
+            self.final = nn.Sequential()
+            self.final.add_module("bn", nn.BatchNorm2d(in_chs))
+            self.final.add_module("act", nn.ReLU(inplace=True))
+        else:
+            self.final = nn.Identity()
+        self.num_features = in_chs
+        self.head = ClassifierHead(in_chs, num_classes, drop_rate)
+        self._init_weights()
+        self._finish_init(features_only, out_indices)
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):  # He et al. 2015b ("Delving deep"), as the paper says
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if self.spec.zero_init_last:
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck)):
+                    nn.init.zeros_(m.last_branch_layer().weight)
+
+
+# ---------------------------------------------------------------------------------------------
+# Named architectures: one line each over a spec.
+
+def _cifar(n: int, **kw) -> ResNetSpec:
+    """He et al. 2015 Sec. 4.2: 6n+2 layers, widths 16/32/64, option A."""
+    return ResNetSpec(**{"block": "basic", "layers": (n, n, n), "widths": (16, 32, 64), "stem": "cifar", "shortcut": "A", **kw})
+
+
+def _imagenet(block: str, layers: tuple[int, ...], **kw) -> ResNetSpec:
+    """He et al. 2015 Table 1: widths 64..512, option B."""
+    return ResNetSpec(**{"block": block, "layers": layers, "stem": "imagenet", "shortcut": "B", **kw})
+
+
+_IMAGENET_DEPTHS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+    200: ("bottleneck", (3, 24, 36, 3)),
+}
+
+
+def _register(name: str, spec: ResNetSpec, family: str, paper: str) -> None:
+    cifar = spec.stem == "cifar"
+    register_model(
+        SpecBuilder(ResNet, spec, num_classes=10 if cifar else 1000),
+        name=name,
+        family=family,
+        paper=paper,
+        input_size=(3, 32, 32) if cifar else (3, 224, 224),
+    )
+
+
+for _d in (20, 32, 44, 56, 110, 1202):
+    _register(f"resnet{_d}", _cifar((_d - 2) // 6), "resnet-cifar", HE2015)
+for _d in (20, 32, 44, 56, 110):
+    _register(f"plain{_d}", _cifar((_d - 2) // 6, residual=False), "plain-cifar", HE2015)
+for _d, (_block, _layers) in _IMAGENET_DEPTHS.items():
+    _register(f"resnet{_d}", _imagenet(_block, _layers), "resnet", HE2015)
+    _register(f"preact_resnet{_d}", _imagenet(_block, _layers, preact=True), "preact-resnet", HE2016)
+for _d in (18, 34):
+    _register(f"plain{_d}", _imagenet(*_IMAGENET_DEPTHS[_d], residual=False), "plain", HE2015)
+# Pre-activation CIFAR nets (He et al. 2016, Table 2/3): 110 basic; 164 and 1001 bottleneck.
+_register("preact_resnet110", _cifar(18, preact=True, shortcut="B"), "preact-resnet-cifar", HE2016)
+for _d in (164, 1001):
+    _n = (_d - 2) // 9
+    _register(f"preact_resnet{_d}", _cifar(_n, block="bottleneck", preact=True, shortcut="B"), "preact-resnet-cifar", HE2016)
+# Wide ResNet WRN-d-k (pre-activation basic blocks, (d-4)/6 per stage, widths 16k/32k/64k).
+for _d, _k in ((16, 8), (28, 10), (40, 4)):
+    _register(f"wrn{_d}_{_k}", _cifar((_d - 4) // 6, preact=True, shortcut="B", width_multiplier=_k), "wide-resnet", WRN2016)
+for _d in (50, 101):
+    _register(f"wide_resnet{_d}_2", _imagenet(*_IMAGENET_DEPTHS[_d], width_multiplier=2), "wide-resnet", WRN2016)

@@ -1,0 +1,105 @@
+"""Weights on disk in safetensors, and import of torchvision state dicts."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from ..errors import ReslabError
+from ..io import atomic_path
+
+__all__ = ["save_weights", "load_weights", "load_state_dict_checked", "load_torchvision_state_dict",
+           "torchvision_to_reslab_key"]
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> Path:
+    """Write ``model``'s state dict to ``path`` as safetensors, atomically.
+
+    The model's registry name (``model_name``) is stored in the metadata, so loading into another
+    architecture can be reported by name.
+    """
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": "pt", **({"model_name": model.model_name} if hasattr(model, "model_name") else {})}
+    meta.update({k: str(v) for k, v in (metadata or {}).items()})
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return path
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file; a missing or corrupt file raises ReslabError."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ReslabError(f"weights file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for bad headers / truncation
+        raise ReslabError(f"{path} is not a readable safetensors file ({e}); re-save or re-download it") from None
+    return tensors, meta
+
+
+def load_state_dict_checked(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with one clear line when the weights are for another model."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+                  if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        name = getattr(model, "model_name", type(model).__name__)
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+            if items:
+                more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+                parts.append(f"{label}: {', '.join(items[:3])}{more}")
+        raise ReslabError(f"weights from {source} do not fit {name}: {'; '.join(parts)}")
+    model.load_state_dict(state, strict=True)
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a safetensors file written by :func:`save_weights` into ``model`` (strictly)."""
+    tensors, meta = read_safetensors(path)
+    source = f"{path}" + (f" (model {meta['model_name']})" if "model_name" in meta else "")
+    load_state_dict_checked(model, tensors, source)
+    return model
+
+
+_TV_RULES = [
+    (re.compile(r"^conv1\."), "stem.conv."),
+    (re.compile(r"^bn1\."), "stem.bn."),
+    (re.compile(r"^layer(\d+)\."), lambda m: f"stages.{int(m.group(1)) - 1}."),
+    (re.compile(r"\.downsample\.0\."), ".shortcut.conv."),
+    (re.compile(r"\.downsample\.1\."), ".shortcut.bn."),
+    (re.compile(r"^fc\."), "head.fc."),
+]
+
+
+def torchvision_to_reslab_key(key: str) -> str:
+    """Rename one torchvision ResNet state-dict key to reslab's layout."""
+    for pattern, repl in _TV_RULES:
+        key = pattern.sub(repl, key)
+    return key
+
+
+def load_torchvision_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Load a torchvision ResNet / Wide ResNet state dict into the matching reslab model.
+
+    torchvision's ResNets put the bottleneck stride in the 3x3 conv, so build the target with
+    ``stride_in="3x3"`` (e.g. ``create_model("resnet50", stride_in="3x3")``) for equal outputs.
+    Every key must map: nothing is left over or missing.
+    """
+    mapped = {torchvision_to_reslab_key(k): v for k, v in state_dict.items()}
+    load_state_dict_checked(model, mapped, "a torchvision state dict")
+    return model

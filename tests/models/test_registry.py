@@ -1,0 +1,86 @@
+"""The registry: names, overrides, errors; and every registered model runs."""
+
+import math
+
+import pytest
+import torch
+
+import reslab
+from reslab.errors import ReslabError, UnknownModelError
+from reslab.models import get_model_entry, list_models, register_model
+
+EXPECTED_RESNET_NAMES = (
+    [f"resnet{d}" for d in (18, 20, 32, 34, 44, 50, 56, 101, 110, 152, 200, 1202)]
+    + [f"plain{d}" for d in (18, 20, 32, 34, 44, 56, 110)]
+    + [f"preact_resnet{d}" for d in (18, 34, 50, 101, 110, 152, 164, 200, 1001)]
+    + ["wrn16_8", "wrn28_10", "wrn40_4", "wide_resnet50_2", "wide_resnet101_2"]
+)
+
+
+def test_every_issue_name_is_registered():
+    missing = set(EXPECTED_RESNET_NAMES) - set(list_models())
+    assert not missing
+
+
+def test_list_models_globs_and_sorts_naturally():
+    names = list_models("resnet*")
+    assert names[:4] == ["resnet18", "resnet20", "resnet32", "resnet34"]
+    assert "plain20" not in names and names[-1] == "resnet1202"
+    assert list_models("nothing-like-this*") == []
+
+
+def test_unknown_name_suggests_close_matches():
+    with pytest.raises(UnknownModelError, match="did you mean.*resnet56"):
+        reslab.create_model("resnet65")
+    with pytest.raises(KeyError):  # also a KeyError, as a dict lookup would be
+        reslab.create_model("resnt56")
+
+
+def test_bad_override_is_rejected_by_name():
+    with pytest.raises(ReslabError, match="'colour'"):
+        reslab.create_model("resnet56", colour="red")
+    with pytest.raises(ReslabError, match="shortcut must be"):
+        reslab.create_model("resnet56", shortcut="Z")
+    with pytest.raises(ReslabError, match="num_classes"):
+        reslab.create_model("resnet56", num_classes=-1)
+
+
+def test_wrong_input_channels_give_clear_error():
+    m = reslab.create_model("resnet20")
+    with pytest.raises(ReslabError, match=r"expects input of shape \(N, 3, H, W\); got \(2, 1, 32, 32\)"):
+        m(torch.randn(2, 1, 32, 32))
+    gray = reslab.create_model("resnet20", in_chans=1)
+    assert gray(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_duplicate_registration_raises():
+    def resnet20(num_classes: int = 10):  # noqa: ARG001
+        return torch.nn.Identity()
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(resnet20)
+
+
+def test_overrides_reach_the_module():
+    m = reslab.create_model("resnet56", num_classes=100, shortcut="B", in_chans=1)
+    assert m.head.fc.out_features == 100 and m.spec.shortcut == "B" and m.in_chans == 1
+    assert m.model_name == "resnet56"
+
+
+def _tiny_batch(name: str) -> torch.Tensor:
+    c, h, w = get_model_entry(name).input_size
+    return torch.randn(2, c, h, w)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_runs_forward_and_backward(name):
+    torch.manual_seed(0)
+    model = reslab.create_model(name)
+    model.train()
+    out = model(_tiny_batch(name))
+    assert out.shape == (2, model.num_classes)
+    assert torch.isfinite(out).all()
+    out.float().pow(2).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert math.isfinite(sum(g.abs().sum().item() for g in grads))
