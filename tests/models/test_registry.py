@@ -8,6 +8,7 @@ import torch
 import reslab
 from reslab.errors import ReslabError, UnknownModelError
 from reslab.models import get_model_entry, list_models, register_model
+from reslab.models.base import AuxOutput
 
 EXPECTED_RESNET_NAMES = (
     [f"resnet{d}" for d in (18, 20, 32, 34, 44, 50, 56, 101, 110, 152, 200, 1202)]
@@ -78,9 +79,12 @@ def test_every_model_runs_forward_and_backward(name):
     model = reslab.create_model(name)
     model.train()
     out = model(_tiny_batch(name))
+    aux = ()
+    if isinstance(out, AuxOutput):  # auxiliary classifiers are trained too
+        out, aux = out.logits, out.aux_logits
     assert out.shape == (2, model.num_classes)
-    assert torch.isfinite(out).all()
-    out.float().pow(2).mean().backward()
+    assert torch.isfinite(out).all() and all(torch.isfinite(a).all() for a in aux)
+    (out.float().pow(2).mean() + sum(a.float().pow(2).mean() for a in aux)).backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert math.isfinite(sum(g.abs().sum().item() for g in grads))

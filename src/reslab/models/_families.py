@@ -1,3 +1,3 @@
 """Imports every model family so its registrations run. Add a new family module here."""
 
-from . import resnet  # noqa: F401
+from . import classic, densenet, inception, resnet  # noqa: F401

@@ -9,14 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import ReslabError
 
-__all__ = ["Backbone", "ClassifierHead", "SpecBuilder", "FeatureInfo"]
+__all__ = ["Backbone", "ClassifierHead", "SpecBuilder", "FeatureInfo", "AuxOutput"]
+
+
+class AuxOutput(NamedTuple):
+    """What a model with auxiliary classifiers (GoogLeNet, Inception-v3) returns in training mode.
+
+    The training loss is ``loss(logits) + sum(w * loss(a) for a, w in zip(aux_logits, aux_weights))``;
+    in eval mode such models return plain logits.
+    """
+
+    logits: torch.Tensor
+    aux_logits: tuple[torch.Tensor, ...]
+    aux_weights: tuple[float, ...]
 
 
 @dataclasses.dataclass(frozen=True)
