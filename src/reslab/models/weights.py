@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -14,7 +14,7 @@ from ..errors import ReslabError
 from ..io import atomic_path
 
 __all__ = ["save_weights", "load_weights", "load_state_dict_checked", "load_torchvision_state_dict",
-           "torchvision_to_reslab_key"]
+           "register_torchvision_converter", "torchvision_to_reslab_key", "read_safetensors"]
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> Path:
@@ -93,13 +93,35 @@ def torchvision_to_reslab_key(key: str) -> str:
     return key
 
 
-def load_torchvision_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Load a torchvision ResNet / Wide ResNet state dict into the matching reslab model.
+StateDict = Mapping[str, torch.Tensor]
+_TV_CONVERTERS: dict[type, Callable[[nn.Module, StateDict], dict[str, torch.Tensor]]] = {}
+
+
+def register_torchvision_converter(cls: type):
+    """Register ``fn(model, torchvision_state_dict) -> reslab_state_dict`` for models of ``cls``.
+
+    Each family that torchvision also has (VGG, DenseNet, Inception, ...) registers one, next to
+    its architecture; :func:`load_torchvision_state_dict` picks it by the model's type.
+    """
+
+    def add(fn: Callable[[nn.Module, StateDict], dict[str, torch.Tensor]]):
+        _TV_CONVERTERS[cls] = fn
+        return fn
+
+    return add
+
+
+def load_torchvision_state_dict(model: nn.Module, state_dict: StateDict) -> nn.Module:
+    """Load a torchvision state dict into the matching reslab model (strictly).
 
     torchvision's ResNets put the bottleneck stride in the 3x3 conv, so build the target with
     ``stride_in="3x3"`` (e.g. ``create_model("resnet50", stride_in="3x3")``) for equal outputs.
     Every key must map: nothing is left over or missing.
     """
-    mapped = {torchvision_to_reslab_key(k): v for k, v in state_dict.items()}
+    convert = next((fn for cls, fn in _TV_CONVERTERS.items() if isinstance(model, cls)), None)
+    if convert is None:
+        mapped = {torchvision_to_reslab_key(k): v for k, v in state_dict.items()}
+    else:
+        mapped = convert(model, state_dict)
     load_state_dict_checked(model, mapped, "a torchvision state dict")
     return model
