@@ -207,9 +207,12 @@ def test_confusion_png_is_embedded_when_present(tmp_path):
     raw = plot_confusion_matrix(counts.numpy(), None, None, normalize=False)
     np.testing.assert_array_equal(np.asarray(raw.axes[0].images[0].get_array()), counts.numpy())
 
+    plot_confusion_matrix(counts, ["cat", "dog", "ship"], d / "plots" / "confusion-test-10crop.png")
     render_run_report(d)
-    assert "![Confusion matrix](plots/confusion.png)" in (d / "report.md").read_text()
-    assert '<img src="plots/confusion.png"' in (d / "report.html").read_text()
+    md, page = (d / "report.md").read_text(), (d / "report.html").read_text()
+    assert "![Confusion matrix confusion](plots/confusion.png)" in md
+    for name in ("confusion.png", "confusion-test-10crop.png"):
+        assert f'<img src="plots/{name}"' in page and f'<a href="plots/{name}">' in page
 
 
 @pytest.mark.parametrize("matrix,classes", [(np.zeros((2, 3)), ["a", "b"]), (np.eye(3), ["a", "b"])])

@@ -445,7 +445,7 @@ def render_run_report(run_dir: PathLike) -> Path:
 
     The report gives the model, data, recipe, epochs, wall time, device, best validation error and
     its epoch, the final test error per protocol, a per-epoch table and the error curves; it links
-    ``plots/confusion.png`` when that exists. An unfinished run renders what it has so far.
+    ``plots/confusion*.png`` when they exist. An unfinished run renders what it has so far.
 
     Args:
         run_dir: the run directory.
@@ -456,14 +456,16 @@ def render_run_report(run_dir: PathLike) -> Path:
     run = read_run(run_dir)
     curves = run.path / "plots" / "curves.png"
     plot_error_curves([run], curves, title=f"{run.name}: training (dashed) and validation (bold) error")
-    md = _run_markdown(run, has_confusion=(run.path / "plots" / "confusion.png").exists())
+    # confusion.png comes from training; confusion-<split>-<protocol>.png from `reslab eval`
+    confusion = sorted(p.name for p in (run.path / "plots").glob("confusion*.png"))
+    md = _run_markdown(run, confusion=confusion)
     report = run.path / "report.md"
     atomic_write_text(report, md)
     atomic_write_text(run.path / "report.html", markdown_to_html(md))
     return report
 
 
-def _run_markdown(run: Run, *, has_confusion: bool) -> str:
+def _run_markdown(run: Run, *, confusion: Sequence[str]) -> str:
     cfg, env = run.config, run.env
     best_epoch, best_err = run.best_val()
     wall = run.wall_time()
@@ -503,9 +505,10 @@ def _run_markdown(run: Run, *, has_confusion: bool) -> str:
     out += ["", "## Error curves", "", "![Training and validation error](plots/curves.png)", "",
             "Thin dashed line: training error; bold line: validation error "
             "(the test error where the run has no validation split)."]
-    if has_confusion:
-        out += ["", "## Confusion matrix", "", "![Confusion matrix](plots/confusion.png)", "",
-                "[confusion matrix (full size)](plots/confusion.png)"]
+    if confusion:
+        out += ["", "## Confusion matrix"]
+        for name in confusion:
+            out += ["", f"![Confusion matrix {name[:-4]}](plots/{name})", "", f"[{name} (full size)](plots/{name})"]
     out += ["", "## Per epoch", ""]
     if not run.epochs:
         out.append("No epoch finished yet.")
