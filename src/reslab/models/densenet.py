@@ -1,1 +1,329 @@
-"""(being written) densenet architectures."""
+"""DenseNet as data: one :class:`DenseNetSpec`, one :class:`DenseNet` module, named variants one
+line each (Huang et al. 2017, "Densely Connected Convolutional Networks").
+
+Each layer of a dense block sees the concatenation of the block input and every earlier layer's
+``k`` new feature maps (``k`` = growth rate). DenseNet-B puts a 1x1 bottleneck of ``bn_size * k``
+channels before each 3x3 conv; DenseNet-C compresses the channels by ``compression`` (theta) in
+each transition; DenseNet-BC does both.
+
+Stages and ``feature_info``: stage ``i`` is ``transition i`` (for ``i >= 1``: BN-ReLU-1x1 conv,
+2x2 average pooling) followed by ``dense block i+1``, so every stage output is a dense block's full
+concatenation, at strides 4, 8, 16, 32 on ImageNet (1, 2, 4 on CIFAR), as timm exposes them.
+``final`` is the last BN-ReLU before global pooling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+from typing import Iterator, Literal, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..errors import ReslabError
+from .base import Backbone, ClassifierHead, FeatureInfo, SpecBuilder
+from .layers import conv1x1, conv3x3
+from .registry import register_model
+from .weights import register_torchvision_converter
+
+__all__ = ["DenseNetSpec", "DenseNet", "DenseLayer", "DenseBlock", "Transition"]
+
+HUANG2017 = "Huang et al. 2017, Densely Connected Convolutional Networks"
+
+
+@dataclass(frozen=True)
+class DenseNetSpec:
+    """Everything that tells one DenseNet from another.
+
+    Args:
+        growth_rate: ``k``, the feature maps each dense layer adds.
+        block_config: dense layers per dense block, e.g. ``(6, 12, 24, 16)`` for DenseNet-121.
+        bottleneck: DenseNet-B layers (BN-ReLU-1x1 conv to ``bn_size * k``, then BN-ReLU-3x3 conv);
+            ``False`` gives the basic layer (BN-ReLU-3x3 conv).
+        compression: theta: each transition keeps ``floor(theta * m)`` of its ``m`` channels
+            (0.5 for DenseNet-C/-BC, 1.0 for none).
+        stem: ``"cifar"`` (one 3x3 conv) or ``"imagenet"`` (7x7/2 conv, BN-ReLU, 3x3/2 max-pool).
+        init_features: channels of the stem conv; ``None`` takes the paper's choice: ``2k`` for
+            DenseNet-BC and on ImageNet, 16 for the other CIFAR nets.
+        bn_size: bottleneck width in multiples of ``k`` (the paper's 4k).
+        drop_rate: dropout after every conv except the stem's (the paper's 0.2 on CIFAR without
+            augmentation). torchvision drops only after the 3x3 conv; in eval mode both agree.
+        memory_efficient: recompute each layer's concatenation and BN-ReLU-conv1 in the backward
+            pass instead of storing them (Pleiss et al. 2017): memory linear in depth, not
+            quadratic, for about one more forward pass of compute.
+    """
+
+    growth_rate: int = 32
+    block_config: tuple[int, ...] = (6, 12, 24, 16)
+    bottleneck: bool = True
+    compression: float = 0.5
+    stem: Literal["cifar", "imagenet"] = "imagenet"
+    init_features: int | None = None
+    bn_size: int = 4
+    drop_rate: float = 0.0
+    memory_efficient: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "block_config", tuple(self.block_config))
+        checks = [
+            (_is_int(self.growth_rate) and self.growth_rate >= 1, f"growth_rate must be a positive integer, got {self.growth_rate!r}"),
+            (len(self.block_config) > 0 and all(_is_int(n) and n >= 1 for n in self.block_config),
+             f"block_config must be a non-empty tuple of positive integers, got {self.block_config!r}"),
+            (isinstance(self.bottleneck, bool), f"bottleneck must be True or False, got {self.bottleneck!r}"),
+            (_is_number(self.compression) and 0.0 < self.compression <= 1.0, f"compression must be in (0, 1], got {self.compression!r}"),
+            (self.stem in ("cifar", "imagenet"), f"stem must be 'cifar' or 'imagenet', got {self.stem!r}"),
+            (self.init_features is None or (_is_int(self.init_features) and self.init_features >= 1),
+             f"init_features must be a positive integer or None, got {self.init_features!r}"),
+            (_is_int(self.bn_size) and self.bn_size >= 1, f"bn_size must be a positive integer, got {self.bn_size!r}"),
+            (_is_number(self.drop_rate) and 0.0 <= self.drop_rate < 1.0, f"drop_rate must be in [0, 1), got {self.drop_rate!r}"),
+            (isinstance(self.memory_efficient, bool), f"memory_efficient must be True or False, got {self.memory_efficient!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ReslabError(message)
+        chs = self.stem_channels
+        for n in self.block_config[:-1]:
+            chs = int(self.compression * (chs + n * self.growth_rate))
+            if chs < 1:
+                raise ReslabError(f"compression {self.compression} leaves a transition with no channels; raise it")
+
+    @property
+    def is_bc(self) -> bool:
+        return self.bottleneck and self.compression < 1.0
+
+    @property
+    def stem_channels(self) -> int:
+        if self.init_features is not None:
+            return self.init_features
+        return 2 * self.growth_rate if self.is_bc or self.stem == "imagenet" else 16
+
+    @property
+    def depth(self) -> int:
+        """Weighted layers as the paper counts them: stem conv, dense-layer convs, transition
+        convs and the classifier (DenseNet-121: 1 + 2 * 58 + 3 + 1)."""
+        per_layer = 2 if self.bottleneck else 1
+        return 1 + per_layer * sum(self.block_config) + len(self.block_config) - 1 + 1
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _dropout(p: float) -> nn.Module:
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
+class DenseLayer(nn.Module):
+    """One composite function H_l: BN-ReLU-Conv (DenseNet-B: BN-ReLU-1x1 conv, BN-ReLU-3x3 conv)
+    on the concatenation of all earlier feature maps, returning ``growth_rate`` new ones."""
+
+    def __init__(self, in_chs: int, spec: DenseNetSpec) -> None:
+        super().__init__()
+        k = spec.growth_rate
+        self.memory_efficient = spec.memory_efficient
+        self.bn1 = nn.BatchNorm2d(in_chs)
+        self.act1 = nn.ReLU(inplace=True)
+        if spec.bottleneck:
+            self.conv1 = conv1x1(in_chs, spec.bn_size * k)
+            self.drop1 = _dropout(spec.drop_rate)
+            self.bn2 = nn.BatchNorm2d(spec.bn_size * k)
+            self.act2 = nn.ReLU(inplace=True)
+            self.conv2 = conv3x3(spec.bn_size * k, k)
+            self.drop2 = _dropout(spec.drop_rate)
+        else:
+            self.conv1 = conv3x3(in_chs, k)
+            self.drop1 = _dropout(spec.drop_rate)
+        self.bottleneck = spec.bottleneck
+        self._recomputing = False
+
+    def _cat_bn_relu_conv1(self, *features: torch.Tensor) -> torch.Tensor:
+        x = torch.cat(features, 1)
+        if self._recomputing and self.bn1.training:
+            # The first pass already updated the running statistics; updating them again while
+            # recomputing would apply the momentum twice (torchvision's memory-efficient DenseNet
+            # does). Momentum 0 leaves them as they are; the output uses the same batch statistics.
+            bn = self.bn1
+            x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, True, 0.0, bn.eps)
+        else:
+            x = self.bn1(x)
+        return self.drop1(self.conv1(self.act1(x)))
+
+    @contextlib.contextmanager
+    def _recompute(self) -> Iterator[None]:
+        self._recomputing = True
+        try:
+            yield
+        finally:
+            self._recomputing = False
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        if self.memory_efficient and torch.is_grad_enabled() and any(f.requires_grad for f in features):
+            out = checkpoint(self._cat_bn_relu_conv1, *features, use_reentrant=False,
+                             context_fn=lambda: (contextlib.nullcontext(), self._recompute()))
+        else:
+            out = self._cat_bn_relu_conv1(*features)
+        if self.bottleneck:
+            out = self.drop2(self.conv2(self.act2(self.bn2(out))))
+        return out
+
+
+class DenseBlock(nn.Module):
+    """``num_layers`` dense layers; the output is the input concatenated with all their outputs."""
+
+    def __init__(self, num_layers: int, in_chs: int, spec: DenseNetSpec) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(DenseLayer(in_chs + i * spec.growth_rate, spec) for i in range(num_layers))
+        self.out_chs = in_chs + num_layers * spec.growth_rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        for layer in self.layers:
+            features.append(layer(features))
+        return torch.cat(features, 1)
+
+
+class Transition(nn.Sequential):
+    """Between dense blocks: BN-ReLU-1x1 conv (compressing to ``out_chs``), 2x2 average pooling."""
+
+    def __init__(self, in_chs: int, out_chs: int, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(in_chs)
+        self.act = nn.ReLU(inplace=True)
+        self.conv = conv1x1(in_chs, out_chs)
+        self.drop = _dropout(drop_rate)
+        self.pool = nn.AvgPool2d(2, stride=2)
+
+
+class DenseNet(Backbone):
+    """A densely connected network built from a :class:`DenseNetSpec`.
+
+    Args:
+        spec: the architecture.
+        num_classes: classifier outputs (0: no classifier, ``forward`` returns pooled features).
+        in_chans: input image channels.
+        features_only: ``forward`` returns the feature maps of ``feature_info`` instead of logits.
+        out_indices: which of those maps (default: all: the stem, then each stage).
+    """
+
+    def __init__(self, spec: DenseNetSpec, *, num_classes: int = 1000, in_chans: int = 3,
+                 features_only: bool = False, out_indices: Sequence[int] | None = None) -> None:
+        super().__init__()
+        if not _is_int(num_classes) or num_classes < 0:
+            raise ReslabError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+        if not _is_int(in_chans) or in_chans < 1:
+            raise ReslabError(f"in_chans must be a positive integer, got {in_chans!r}")
+        self.spec = spec
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        chs = spec.stem_channels
+
+        stem = nn.Sequential()
+        if spec.stem == "imagenet":
+            stem.add_module("conv", nn.Conv2d(in_chans, chs, 7, stride=2, padding=3, bias=False))
+            stem.add_module("bn", nn.BatchNorm2d(chs))
+            stem.add_module("act", nn.ReLU(inplace=True))
+            stem.add_module("pool", nn.MaxPool2d(3, stride=2, padding=1))
+            reduction = 4
+        else:  # the first dense layer normalises its input, so the CIFAR stem is a bare conv
+            stem.add_module("conv", conv3x3(in_chans, chs))
+            reduction = 1
+        self.stem = stem
+        self.feature_info = [FeatureInfo(chs, reduction, "stem")]
+
+        stages = []
+        for i, num_layers in enumerate(spec.block_config):
+            stage = nn.Sequential()
+            if i > 0:
+                out_chs = int(spec.compression * chs)
+                stage.add_module("transition", Transition(chs, out_chs, spec.drop_rate))
+                chs, reduction = out_chs, reduction * 2
+            block = DenseBlock(num_layers, chs, spec)
+            stage.add_module("block", block)
+            chs = block.out_chs
+            stages.append(stage)
+            self.feature_info.append(FeatureInfo(chs, reduction, f"stages.{i}"))
+        self.stages = nn.Sequential(*stages)
+        self.final = nn.Sequential()
+        self.final.add_module("bn", nn.BatchNorm2d(chs))
+        self.final.add_module("act", nn.ReLU(inplace=True))
+        self.num_features = chs
+        self.head = ClassifierHead(chs, num_classes)
+        self._init_weights()
+        self._finish_init(features_only, out_indices)
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):  # the authors' Torch code inherits fb.resnet.torch's MSR init
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+
+_TV_RULES = [
+    # Old torchvision checkpoints name the dense-layer modules "norm.1", "conv.2", ...
+    (re.compile(r"\.(norm|relu|conv)\.([12])\."), r".\1\2."),
+    (re.compile(r"^features\.conv0\."), "stem.conv."),
+    (re.compile(r"^features\.norm0\."), "stem.bn."),
+    (re.compile(r"^features\.denseblock(\d+)\.denselayer(\d+)\.norm([12])\."),
+     lambda m: f"stages.{int(m.group(1)) - 1}.block.layers.{int(m.group(2)) - 1}.bn{m.group(3)}."),
+    (re.compile(r"^features\.denseblock(\d+)\.denselayer(\d+)\.conv([12])\."),
+     lambda m: f"stages.{int(m.group(1)) - 1}.block.layers.{int(m.group(2)) - 1}.conv{m.group(3)}."),
+    # torchvision's transition N follows dense block N; here it opens stage N (0-based).
+    (re.compile(r"^features\.transition(\d+)\.norm\."), lambda m: f"stages.{int(m.group(1))}.transition.bn."),
+    (re.compile(r"^features\.transition(\d+)\.conv\."), lambda m: f"stages.{int(m.group(1))}.transition.conv."),
+    (re.compile(r"^features\.norm5\."), "final.bn."),
+    (re.compile(r"^classifier\."), "head.fc."),
+]
+
+
+@register_torchvision_converter(DenseNet)
+def _from_tv(model: DenseNet, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename torchvision DenseNet keys (``features.denseblock1.denselayer1.norm1.weight``, ...)."""
+    out = {}
+    for key, value in state_dict.items():
+        for pattern, repl in _TV_RULES:
+            key = pattern.sub(repl, key)
+        out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Named architectures: one line each over a spec.
+
+def _cifar_bc(depth: int, k: int) -> DenseNetSpec:
+    """Paper Sec. 3 (CIFAR): three dense blocks of (L-4)/6 bottleneck layers, 2k-channel stem."""
+    return DenseNetSpec(growth_rate=k, block_config=((depth - 4) // 6,) * 3, stem="cifar")
+
+
+def _register(name: str, spec: DenseNetSpec) -> None:
+    cifar = spec.stem == "cifar"
+    register_model(
+        SpecBuilder(DenseNet, spec, num_classes=10 if cifar else 1000),
+        name=name,
+        family="densenet-cifar" if cifar else "densenet",
+        paper=HUANG2017,
+        input_size=(3, 32, 32) if cifar else (3, 224, 224),
+    )
+
+
+# Paper Table 1 (k = 32); DenseNet-161 (k = 48) is the authors' and torchvision's wider model.
+_register("densenet121", DenseNetSpec(block_config=(6, 12, 24, 16)))
+_register("densenet161", DenseNetSpec(growth_rate=48, block_config=(6, 12, 36, 24)))
+_register("densenet169", DenseNetSpec(block_config=(6, 12, 32, 32)))
+_register("densenet201", DenseNetSpec(block_config=(6, 12, 48, 32)))
+# Table 1's DenseNet-264 has 265 weighted layers by the count that gives 121, 169 and 201 exactly;
+# the name stays the paper's.
+_register("densenet264", DenseNetSpec(block_config=(6, 12, 64, 48)))
+_register("densenet_bc_100_12", _cifar_bc(100, 12))
+_register("densenet_bc_250_24", _cifar_bc(250, 24))
