@@ -24,13 +24,13 @@ def test_info_prints_stage_table_and_totals(capsys):
 
 
 def test_info_overrides(capsys):
-    assert main(["info", "resnet50", "--set", "stride_in=3x3", "--input-size", "224"]) == 0
+    assert main(["info", "resnet50", "--arch", "stride_in=3x3", "--input-size", "224"]) == 0
     assert "4.09G" in capsys.readouterr().out  # v1.5 costs more than the paper's 3.8G
 
 
 @pytest.mark.parametrize("argv,needle", [
     (["info", "resnt50"], "did you mean resnet50"),
-    (["info", "resnet50", "--set", "colour=red"], "does not accept 'colour'"),
+    (["info", "resnet50", "--arch", "colour=red"], "does not accept 'colour'"),
     (["info", "resnet50", "--input-size", "1,224,224"], "expects input of shape"),
     (["info", "resnet50", "--input-size", "big"], "--input-size"),
     (["models", "zzz*"], "no model matches"),

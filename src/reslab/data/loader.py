@@ -1,0 +1,200 @@
+"""Loaders that make every batch a pure function of (seed, epoch, batch index).
+
+That is what makes resume exact (a resumed run regenerates the same permutation and the same
+augmentation from the step it stopped at) and what lets N processes agree on one global batch:
+the global batch is drawn and augmented identically everywhere, and rank r takes its slice.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Iterator
+
+import torch
+
+from .transforms import Normalizer, lighting, pad_crop_flip
+
+__all__ = ["TensorLoader", "FileLoader", "batch_generator", "epoch_permutation"]
+
+
+def _mix(*parts: int) -> int:
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (p + 0x632BE59BD9B4E019 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch, 1)))
+
+
+def batch_generator(seed: int, epoch: int, batch: int, device: torch.device) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    gen.manual_seed(_mix(seed, epoch, batch, 2))
+    return gen
+
+
+class TensorLoader:
+    """Batches of an in-memory uint8 split, normalised and augmented on ``device``.
+
+    Args:
+        images, labels: uint8 (N, C, H, W) and int64 (N,).
+        batch_size: the GLOBAL batch size; each of ``world_size`` ranks gets an equal slice.
+        normalizer: turns uint8 into the network's float input.
+        augment: ``"pad_crop_flip"``, ``"crop_flip"`` (same), ``"flip"`` or ``"none"``.
+        train: shuffle each epoch and drop the last incomplete batch.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
+                 normalizer: Normalizer, device: torch.device, train: bool, seed: int = 0,
+                 augment: str = "none", pad: int = 4, lighting_std: float = 0.0,
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+        self.device = torch.device(device)
+        # Whole small datasets move to the GPU once (CIFAR-10: 150 MB of uint8), so batches never
+        # cross the PCIe bus; on the CPU this is a no-op.
+        self.images = images.to(self.device) if self.device.type == "cuda" else images
+        self.labels = labels.to(self.device)
+        self.batch_size = batch_size
+        self.normalizer = normalizer.to(self.device)
+        self.train = train
+        self.seed = seed
+        self.augment = augment
+        self.pad = pad
+        self.lighting_std = lighting_std
+        self.channels_last = channels_last
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        if self.train:
+            return n // self.batch_size
+        return (n + self.batch_size - 1) // self.batch_size
+
+    def _slice(self, start: int, stop: int) -> tuple[int, int]:
+        """This rank's part of the global batch [start, stop)."""
+        if self.world_size == 1:
+            return start, stop
+        size = stop - start
+        per = -(-size // self.world_size)
+        lo = min(start + self.rank * per, stop)
+        return lo, min(lo + per, stop)
+
+    def iterate(self, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of the current epoch from ``start_batch`` on."""
+        n = len(self.labels)
+        order = epoch_permutation(n, self.seed, self.epoch) if self.train else None
+        for b in range(start_batch, len(self)):
+            start, stop = b * self.batch_size, min((b + 1) * self.batch_size, n)
+            lo, hi = self._slice(start, stop)
+            if order is not None:
+                idx = order[lo:hi]
+                x, y = self.images[idx.to(self.images.device)], self.labels[idx.to(self.labels.device)]
+            else:
+                x, y = self.images[lo:hi], self.labels[lo:hi]
+            x = self.normalizer(x.to(self.device, non_blocking=True))
+            if self.train and self.augment != "none":
+                gen = batch_generator(self.seed, self.epoch, b, self.device)
+                x = self._augment_global(x, gen, lo - start, stop - start)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y
+
+    def _augment_global(self, x: torch.Tensor, gen: torch.Generator, offset: int, global_n: int) -> torch.Tensor:
+        """Augment as if the whole global batch were here, keep this rank's rows."""
+        if self.world_size > 1:
+            full = torch.zeros((global_n, *x.shape[1:]), dtype=x.dtype, device=x.device)
+            full[offset:offset + len(x)] = x
+            return self._augment(full, gen)[offset:offset + len(x)]
+        return self._augment(x, gen)
+
+    def _augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        crop = self.augment in ("pad_crop_flip", "crop_flip")
+        x = pad_crop_flip(x, self.pad, gen, crop=crop, flip=True)
+        return lighting(x, self.lighting_std, gen, self.normalizer.std)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.iterate(0)
+
+
+class _FileDataset(torch.utils.data.Dataset):
+    def __init__(self, files, transform: Callable, seed: int, epoch: int, train: bool) -> None:
+        self.files, self.transform, self.seed, self.epoch, self.train = files, transform, seed, epoch, train
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        rng = random.Random(_mix(self.seed, self.epoch, i, 3)) if self.train else None
+        return self.transform(self.files.load(i), rng), self.files.samples[i][1]
+
+
+def _collate(items):
+    return torch.stack([i[0] for i in items]), torch.tensor([i[1] for i in items])
+
+
+class _Slices(torch.utils.data.Sampler):
+    def __init__(self, index_batches: list[list[int]]) -> None:
+        self.index_batches = index_batches
+
+    def __iter__(self):
+        return iter(self.index_batches)
+
+    def __len__(self) -> int:
+        return len(self.index_batches)
+
+
+class FileLoader:
+    """Batches of a streamed split (:class:`~reslab.data.datasets.FileImages`), decoded and
+    scale-augmented per image in ``num_workers`` processes, normalised on ``device``.
+
+    Same contract as :class:`TensorLoader`: global batch, rank slices, (seed, epoch, index) seeds.
+    """
+
+    def __init__(self, files, batch_size: int, *, transform: Callable, normalizer: Normalizer,
+                 device: torch.device, train: bool, seed: int = 0, num_workers: int = 2,
+                 lighting_std: float = 0.0, channels_last: bool = False, rank: int = 0,
+                 world_size: int = 1) -> None:
+        self.files, self.batch_size, self.transform = files, batch_size, transform
+        self.device = torch.device(device)
+        self.normalizer = normalizer.to(self.device)
+        self.train, self.seed, self.num_workers = train, seed, num_workers
+        self.lighting_std, self.channels_last = lighting_std, channels_last
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.files)
+        return n // self.batch_size if self.train else (n + self.batch_size - 1) // self.batch_size
+
+    def iterate(self, start_batch: int = 0):
+        n = len(self.files)
+        order = epoch_permutation(n, self.seed, self.epoch).tolist() if self.train else list(range(n))
+        batches = []
+        for b in range(start_batch, len(self)):
+            start, stop = b * self.batch_size, min((b + 1) * self.batch_size, n)
+            per = -(-(stop - start) // self.world_size)
+            lo = min(start + self.rank * per, stop)
+            batches.append(order[lo:min(lo + per, stop)])
+        ds = _FileDataset(self.files, self.transform, self.seed, self.epoch, self.train)
+        loader = torch.utils.data.DataLoader(
+            ds, batch_sampler=_Slices(batches), num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+            collate_fn=_collate,
+        )
+        for b, (x, y) in enumerate(loader, start=start_batch):
+            x = self.normalizer(x.to(self.device, non_blocking=True))
+            if self.train and self.lighting_std > 0:
+                x = lighting(x, self.lighting_std, batch_generator(self.seed, self.epoch, b, self.device), self.normalizer.std)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y.to(self.device)
+
+    def __iter__(self):
+        return self.iterate(0)

@@ -1,0 +1,188 @@
+"""evaluate(): top-1/top-5 error, per-class accuracy and the confusion matrix under the paper's
+test protocols: a single centre view, 10-crop (corners + centre, and flips), and fully
+convolutional multi-scale (whole images at several scales, and flips; scores averaged).
+
+Under torch.distributed each rank evaluates a disjoint contiguous shard, with no padding, and the
+counts are summed: every sample is counted exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.transforms import Normalizer, ResizeCenterCrop, resize_short_side_ratio, scaled_views, ten_crop_views
+from .errors import ReslabError
+from .models.base import AuxOutput
+from .train.metrics import confusion_matrix, per_class_accuracy, topk_correct
+
+__all__ = ["EvalResult", "evaluate", "PROTOCOLS"]
+
+PROTOCOLS = ("center", "10crop", "multiscale")
+
+
+@dataclass
+class EvalResult:
+    protocol: str
+    n: int
+    loss: float
+    top1_err: float
+    top5_err: float
+    confusion: torch.Tensor = field(repr=False)
+
+    @property
+    def per_class_acc(self) -> list[float]:
+        return per_class_accuracy(self.confusion).tolist()
+
+    def to_dict(self, classes: list[str] | None = None) -> dict[str, Any]:
+        acc = self.per_class_acc
+        names = classes or [str(i) for i in range(len(acc))]
+        return {
+            "protocol": self.protocol, "n": self.n, "loss": self.loss, "top1_err": self.top1_err,
+            "top5_err": self.top5_err,
+            "per_class_acc": {c: (None if math.isnan(a) else round(a, 4)) for c, a in zip(names, acc)},
+        }
+
+
+def _shard(n: int, rank: int, world: int) -> tuple[int, int]:
+    per = -(-n // world)
+    lo = min(rank * per, n)
+    return lo, min(lo + per, n)
+
+
+def _scores(model: nn.Module, views: list[torch.Tensor], channels_last: bool) -> torch.Tensor:
+    """Mean softmax over views (one view: plain softmax)."""
+    probs = None
+    for v in views:
+        if channels_last:
+            v = v.contiguous(memory_format=torch.channels_last)
+        out = model(v)
+        if isinstance(out, AuxOutput):
+            out = out.logits
+        p = F.softmax(out.float(), dim=1)
+        probs = p if probs is None else probs + p
+    return probs / len(views)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Any, *, normalizer: Normalizer, num_classes: int,
+             protocol: str = "center", batch_size: int = 256, device: torch.device | str = "cpu",
+             pad: int = 4, crop_size: int = 224, scales: list[float] | None = None,
+             channels_last: bool = False, amp_dtype: torch.dtype | None = None,
+             num_workers: int = 2, rank: int = 0, world_size: int = 1) -> EvalResult:
+    """Evaluate ``model`` on an in-memory (:class:`TensorImages`) or streamed (:class:`FileImages`) split.
+
+    Args:
+        protocol: ``center``, ``10crop`` or ``multiscale``.
+        pad: in-memory images: 10-crop views are taken from the image zero-padded by ``pad``.
+        crop_size: streamed images: the crop the network sees (the shorter side is resized to
+            256/224 of it for ``center`` and ``10crop``).
+        scales: ``multiscale``: factors of the image size (in-memory) or shorter sides in pixels
+            (streamed). Defaults: (1, 1.25, 1.5) and the paper's {224, 256, 384, 480, 640}.
+    """
+    if protocol not in PROTOCOLS:
+        raise ReslabError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    norm = normalizer.to(device)
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    top5 = torch.zeros((), dtype=torch.int64, device=device)
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else _null()
+    try:
+        with autocast:
+            for probs, y in _batches(model, data, norm, protocol, batch_size, device, pad, crop_size,
+                                     scales, channels_last, num_workers, rank, world_size):
+                loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").double()
+                top5 += topk_correct(probs, y, (5,))[0]
+                cm += confusion_matrix(probs.argmax(1), y, num_classes)
+    finally:
+        model.train(was_training)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        for t in (cm, loss_sum, top5):
+            dist.all_reduce(t)
+    n = int(cm.sum())
+    if n == 0:
+        raise ReslabError("nothing to evaluate: the split is empty")
+    correct = int(cm.diag().sum())
+    return EvalResult(protocol, n, float(loss_sum) / n, 100.0 * (n - correct) / n,
+                      100.0 * (n - int(top5)) / n, cm.cpu())
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _batches(model, data, norm, protocol, batch_size, device, pad, crop_size, scales, channels_last,
+             num_workers, rank, world_size):
+    from .data.datasets import FileImages
+
+    lo, hi = _shard(len(data), rank, world_size)
+    if isinstance(data, FileImages):
+        yield from _file_batches(model, data, norm, protocol, batch_size, device, crop_size, scales,
+                                 channels_last, num_workers, lo, hi)
+        return
+    for start in range(lo, hi, batch_size):
+        stop = min(start + batch_size, hi)
+        x = norm(data.images[start:stop].to(device))
+        y = data.labels[start:stop].to(device)
+        if protocol == "center":
+            views = [x]
+        elif protocol == "10crop":
+            views = ten_crop_views(F.pad(x, (pad, pad, pad, pad)), x.shape[-1]) if pad > 0 else [x, x.flip(3)]
+        else:
+            views = scaled_views(x, scales or [1.0, 1.25, 1.5])
+        yield _scores(model, views, channels_last), y
+
+
+def _file_batches(model, data, norm, protocol, batch_size, device, crop_size, scales, channels_last,
+                  num_workers, lo, hi):
+    from torch.utils.data import DataLoader, Dataset
+
+    resize = resize_short_side_ratio(crop_size)
+    if protocol == "center":
+        transforms = [ResizeCenterCrop(resize, crop_size)]
+    elif protocol == "10crop":
+        transforms = [ResizeCenterCrop(resize, None)]
+    else:
+        transforms = [ResizeCenterCrop(int(s), None) for s in (scales or [224, 256, 384, 480, 640])]
+
+    class _Views(Dataset):
+        def __len__(self):
+            return hi - lo
+
+        def __getitem__(self, i):
+            img = data.load(lo + i)
+            return [t(img) for t in transforms], data.samples[lo + i][1]
+
+    per_image = protocol != "center"  # images of different shapes: one image (all views) per step
+    loader = DataLoader(_Views(), batch_size=1 if per_image else batch_size, num_workers=num_workers,
+                        collate_fn=_collate_views)
+    for views, y in loader:
+        y = y.to(device)
+        if not per_image:
+            x = norm(torch.stack([v[0] for v in views]).to(device))
+            yield _scores(model, [x], channels_last), y
+            continue
+        imgs = [norm(v.to(device)[None]) for v in views[0]]
+        if protocol == "10crop":
+            vs = ten_crop_views(imgs[0], crop_size)
+        else:
+            vs = [u for img in imgs for u in (img, img.flip(3))]
+        yield _scores(model, vs, channels_last), y
+
+
+def _collate_views(items):
+    return [i[0] for i in items], torch.tensor([i[1] for i in items])

@@ -1,0 +1,111 @@
+"""Reading a run directory back: its config, its model with chosen weights, its preprocessing;
+and `predict` for image files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import yaml
+from torch import nn
+
+from .data.transforms import Normalizer, ResizeCenterCrop, pil_to_uint8, resize_short_side_ratio
+from .errors import ReslabError
+from .train.checkpoint import is_run_dir, load_run_weights
+from .train.config import RunConfig, make_config
+
+__all__ = ["LoadedRun", "load_run", "predict", "Prediction"]
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    config: RunConfig
+    model: nn.Module
+    normalizer: Normalizer
+    classes: list[str]
+    channels: int
+    image_size: tuple[int, int] | None
+    crop_size: int
+    checkpoint: str
+
+    def preprocess(self, img) -> torch.Tensor:
+        """A PIL image -> the uint8 (C, H, W) tensor the network was trained on."""
+        img = img.convert("L" if self.channels == 1 else "RGB")
+        if self.image_size is not None:
+            h, w = self.image_size
+            t = ResizeCenterCrop(min(h, w), None)(img)
+            top, left = (t.shape[1] - h) // 2, (t.shape[2] - w) // 2
+            return t[:, top:top + h, left:left + w]
+        return ResizeCenterCrop(resize_short_side_ratio(self.crop_size), self.crop_size)(img)
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+    """The model of a run directory with its ``best`` (default; ``last`` when there is none yet) or
+    ``last`` weights, or a ``.safetensors`` path given as ``checkpoint``."""
+    from safetensors import safe_open
+
+    from .models import create_model
+    from .models.weights import load_weights
+
+    run_dir = Path(run_dir)
+    if not is_run_dir(run_dir):
+        raise ReslabError(f"{run_dir} is not a run directory (no config.yaml and checkpoints/); give a directory written by 'reslab train'")
+    cfg = make_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    pre = run_dir / "preprocess.safetensors"
+    if not pre.is_file():
+        raise ReslabError(f"{pre} is missing; the run did not get past its setup")
+    with safe_open(str(pre), framework="pt") as f:
+        meta = f.metadata()
+        normalizer = Normalizer(meta["kind"], f.get_tensor("mean"), f.get_tensor("std"))
+    classes = json.loads(meta["classes"])
+    channels = int(meta["channels"])
+    size = json.loads(meta["image_size"])
+    model = create_model(cfg.model, num_classes=len(classes), in_chans=channels, **cfg.model_args)
+    if checkpoint.endswith(".safetensors"):
+        load_weights(model, checkpoint)
+        used = checkpoint
+    else:
+        if checkpoint not in ("best", "last"):
+            raise ReslabError(f"--checkpoint must be best, last or a .safetensors path, got {checkpoint!r}")
+        used = checkpoint
+        if checkpoint == "best" and not (run_dir / "checkpoints" / "best.safetensors").is_file():
+            used = "last"
+        load_run_weights(run_dir, used, model)
+    model.to(device).eval()
+    return LoadedRun(run_dir, cfg, model, normalizer, classes, channels, tuple(size) if size else None,
+                     int(meta.get("crop_size", 224)), used)
+
+
+@dataclass
+class Prediction:
+    path: str
+    top: list[tuple[str, float]]
+
+
+@torch.no_grad()
+def predict(run: LoadedRun, paths: Sequence[str | Path], topk: int = 5) -> list[Prediction]:
+    """Top-k classes with probabilities for each image file (any format PIL reads)."""
+    from PIL import Image, UnidentifiedImageError
+
+    device = next(run.model.parameters()).device
+    norm = run.normalizer.to(device)
+    out = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise ReslabError(f"image not found: {p}")
+        try:
+            with Image.open(p) as img:
+                img.load()
+                x = run.preprocess(img)
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise ReslabError(f"cannot read image {p}: {e}") from None
+        probs = torch.softmax(run.model(norm(x[None].to(device))).float(), dim=1)[0]
+        k = min(topk, len(run.classes))
+        vals, idx = probs.topk(k)
+        out.append(Prediction(str(p), [(run.classes[i], float(v)) for v, i in zip(vals.tolist(), idx.tolist())]))
+    return out

@@ -1,0 +1,86 @@
+"""Checkpoints: weights in safetensors, training state in a ``weights_only``-loadable file.
+
+``checkpoints/last.safetensors`` + ``checkpoints/last.state.pt`` (optimizer, schedule, RNG
+states, epoch/step, config) and ``checkpoints/best.safetensors``. Each file is written to a
+temporary file, fsynced and renamed; the state file records the step its weights were saved at,
+so a pair torn by a crash between the two renames is detected, not silently mixed.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ReslabError
+from ..io import atomic_path
+from ..models.weights import load_state_dict_checked, read_safetensors, save_weights
+
+__all__ = ["save_checkpoint", "load_checkpoint", "load_run_weights", "rng_state", "set_rng_state", "is_run_dir"]
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuplify(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def is_run_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / "config.yaml").is_file() and (path / "checkpoints").is_dir()
+
+
+def save_checkpoint(run_dir: Path, tag: str, model: nn.Module, state: dict[str, Any] | None = None,
+                    metadata: dict[str, Any] | None = None) -> None:
+    """Write ``checkpoints/{tag}.safetensors`` and, given ``state``, ``{tag}.state.pt``."""
+    ckpt = run_dir / "checkpoints"
+    step = int((state or metadata or {}).get("step", -1))
+    meta = {"step": str(step), **{k: str(v) for k, v in (metadata or {}).items()}}
+    save_weights(model, ckpt / f"{tag}.safetensors", metadata=meta)
+    if state is not None:
+        with atomic_path(ckpt / f"{tag}.state.pt") as tmp:
+            torch.save({**state, "weights_step": step}, tmp)
+
+
+def load_run_weights(run_dir: Path, tag: str, model: nn.Module) -> dict[str, str]:
+    """Load ``checkpoints/{tag}.safetensors`` into ``model``; returns its metadata."""
+    path = Path(run_dir) / "checkpoints" / f"{tag}.safetensors"
+    if not path.is_file():
+        raise ReslabError(f"{path} not found: the run has no '{tag}' checkpoint yet")
+    tensors, meta = read_safetensors(path)
+    source = f"{path}" + (f" (model {meta['model_name']})" if "model_name" in meta else "")
+    load_state_dict_checked(model, tensors, source)
+    return meta
+
+
+def load_checkpoint(run_dir: Path, model: nn.Module, tag: str = "last") -> dict[str, Any]:
+    """Load the weights into ``model`` and return the training state (``weights_only=True``)."""
+    state_path = Path(run_dir) / "checkpoints" / f"{tag}.state.pt"
+    if not state_path.is_file():
+        raise ReslabError(f"{state_path} not found: {run_dir} has no resumable checkpoint")
+    meta = load_run_weights(run_dir, tag, model)
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ReslabError(f"{state_path} is unreadable ({type(e).__name__}); it may be truncated") from None
+    if str(state.get("weights_step")) != meta.get("step"):
+        raise ReslabError(
+            f"{state_path} (step {state.get('weights_step')}) and its weights (step {meta.get('step')}) "
+            "are from different saves; the run was killed mid-save: resume from a copy of an earlier checkpoint"
+        )
+    return state
