@@ -91,7 +91,7 @@ def test_cifar_params_match_table2(name, overrides, paper):
 
 
 def test_densenet264_params():
-    # Not in torchvision; 33.3M is the figure quoted for k = 32 (e.g. the authors' model list).
+    # Neither torchvision nor the paper's tables give it; 33.3M is the commonly quoted count for k = 32.
     params = n_params(reslab.create_model("densenet264")) / 1e6
     assert round(params, 1) == 33.3, f"{params:.3f}M"
 
