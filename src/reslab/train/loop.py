@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -247,7 +247,8 @@ def _fmt_time(s: float) -> str:
 
 # ---------------------------------------------------------------------------------------------
 
-def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool = False, data=None) -> FitResult:
+def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool = False, data=None,
+        on_step: Callable[[int, nn.Module], None] | None = None) -> FitResult:
     """Train ``config.model`` on ``config.data`` and write a run directory.
 
     Args:
@@ -255,6 +256,7 @@ def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool
         out: the run directory (default ``runs/<model>-<data>-<time>``).
         resume: continue the run in ``out`` exactly where its last checkpoint left it.
         data: already-loaded :class:`~reslab.data.DatasetSplits` (skips ``load_dataset``).
+        on_step: called as ``on_step(step, model)`` after every optimizer step (hooks, probes).
 
     Returns:
         A :class:`FitResult`. Raises :class:`TrainingInterrupted` after saving on Ctrl-C/SIGTERM
@@ -395,6 +397,8 @@ def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool
                 scaler.step(optimizer)
                 scaler.update()
                 step += 1
+                if on_step is not None:
+                    on_step(step, model)
                 loss_d = loss.detach()
                 loss_sum += loss_d.double() * len(y)
                 correct += (logits.detach().argmax(1) == y).sum()
