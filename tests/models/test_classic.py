@@ -90,10 +90,14 @@ def test_lenet5_layer_parameters_match_the_paper():
     assert isinstance(m.stem.s2, Subsampling) and isinstance(m.stages[0].c3, PartialConv2d)
     # The paper's 840-weight RBF output layer is replaced by a linear classifier (850 parameters).
     assert _params(m) == sum(counts.values()) + 84 * 10 + 10
-    # Multiply-adds: the paper's connection counts less biases and the subsampling layers.
+    # Multiply-adds: the paper's connection counts less biases and the subsampling layers, plus the
+    # multiplies by zero of C3's dense kernel (10x10 positions x 36 unconnected pairs x 25).
     connections = {"C1": 122_304, "C3": 151_600, "C5": 48_120, "F6": 10_164, "output": 840}
     biases = {"C1": 28 * 28 * 6, "C3": 10 * 10 * 16, "C5": 120, "F6": 84, "output": 0}
-    assert model_info(m).macs == sum(connections[k] - biases[k] for k in connections) == 326_520
+    paper_macs = sum(connections[k] - biases[k] for k in connections)
+    assert sum(connections.values()) + 5_880 + 2_000 == 340_908  # with S2 and S4: the paper's total
+    assert paper_macs == 326_520
+    assert model_info(m).macs == paper_macs + 10 * 10 * (96 - 60) * 25
 
 
 def test_lenet5_c3_follows_table_i():
@@ -101,6 +105,7 @@ def test_lenet5_c3_follows_table_i():
     assert [tuple(i for i in range(6) if col[i]) for col in table] == list(LENET5_C3_TABLE)
     torch.manual_seed(0)
     c3 = reslab.create_model("lenet5").stages[0].c3
+    assert tuple(c3.weight.shape) == (60, 5, 5)
     x = torch.randn(1, 6, 14, 14)
     with torch.no_grad():
         base = c3(x)
@@ -123,6 +128,31 @@ def test_lenet5_scaled_tanh_and_modern_variant():
     assert _params(modern.stages[0].c3) == 16 * 6 * 25 + 16
     assert _params(modern) == 61_706  # the figure usually quoted for this variant
     assert modern(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+
+
+@pytest.fixture
+def one_thread():
+    # Tiny ops on a shared 2-core machine: two threads measured 8-18 s for this loop, one 1 s.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_lenet5_as_published_learns(one_thread):
+    # Gradients reach every trainable piece (subsampling coefficients, the partial C3): the paper's
+    # network memorises a small batch.
+    torch.manual_seed(0)
+    m = reslab.create_model("lenet5")
+    x, y = torch.randn(32, 1, 32, 32), torch.randint(0, 10, (32,))
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    for _ in range(60):
+        opt.zero_grad()
+        nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+    with torch.no_grad():
+        assert (m(x).argmax(1) == y).float().mean() > 0.9
+    assert (m.stem.s2.weight != 0.25).all() and (m.stages[0].s4.bias != 0).all()
 
 
 # --- AlexNet and ZFNet ----------------------------------------------------------------------------

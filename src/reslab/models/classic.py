@@ -110,9 +110,12 @@ LENET5_C3_TABLE: tuple[tuple[int, ...], ...] = (
 class PartialConv2d(nn.Module):
     """A convolution in which output map ``j`` sees only the input maps ``table[j]``.
 
-    Output maps with the same number of inputs share one grouped convolution over the gathered
-    input maps, so the parameters are exactly the connections of the table (LeNet-5's C3: 1,516)
-    and the multiply-adds counted are the ones the table implies.
+    ``weight`` holds one kernel per connection of the table, so the trainable parameters are
+    exactly the table's (LeNet-5's C3: 60 kernels of 5x5 plus 16 biases = 1,516). The forward
+    pass scatters them into a dense kernel with zeros elsewhere: on CPU that ran 14x (1 thread)
+    and 3.7x (2 threads) faster than one grouped convolution per fan-in (forward + backward of
+    LeNet-5's C3, batch 32), at the price of multiply-adds counted for every input-output pair
+    (C3: 240,000 instead of the table's 150,000).
 
     Args:
         in_chs: number of input maps.
@@ -126,28 +129,34 @@ class PartialConv2d(nn.Module):
         bad = [row for row in table if not row or len(set(row)) != len(row) or not all(0 <= i < in_chs for i in row)]
         if bad:
             raise ReslabError(f"connection table rows must be non-empty, distinct indices below {in_chs}; got {bad[0]}")
-        self.in_chs, self.out_chs, self.table = in_chs, len(table), table
-        sizes = sorted({len(row) for row in table})
-        self.convs = nn.ModuleList()
-        order: list[int] = []
-        for size in sizes:
-            outputs = [j for j, row in enumerate(table) if len(row) == size]
-            gather = torch.tensor([i for j in outputs for i in table[j]], dtype=torch.long)
-            self.register_buffer(f"gather{len(self.convs)}", gather, persistent=False)
-            self.convs.append(nn.Conv2d(len(gather), len(outputs), kernel_size, groups=len(outputs)))
-            order += outputs
-        inverse = torch.empty(len(order), dtype=torch.long)
-        inverse[torch.tensor(order)] = torch.arange(len(order))
-        self.register_buffer("inverse", inverse, persistent=False)
-        self.identity_order = order == sorted(order)
+        self.in_chs, self.out_chs, self.kernel_size, self.table = in_chs, len(table), kernel_size, table
+        # A tuple, not a buffer: it survives meta-device construction and is not a state-dict entry.
+        self.index = tuple(j * in_chs + i for j, row in enumerate(table) for i in row)
+        self.weight = nn.Parameter(torch.empty(len(self.index), kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(self.out_chs))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with each output map's own fan-in, as ``nn.Conv2d``."""
+        k2 = self.kernel_size**2
+        weight_bound = torch.tensor([(len(row) * k2) ** -0.5 for row in self.table for _ in row])
+        bias_bound = torch.tensor([(len(row) * k2) ** -0.5 for row in self.table])
+        with torch.no_grad():
+            self.weight.uniform_(-1.0, 1.0).mul_(weight_bound.to(self.weight.device).view(-1, 1, 1))
+            self.bias.uniform_(-1.0, 1.0).mul_(bias_bound.to(self.bias.device))
+
+    def dense_weight(self) -> torch.Tensor:
+        """The ``(out, in, k, k)`` kernel with zeros where the table has no connection."""
+        k = self.kernel_size
+        index = torch.as_tensor(self.index, device=self.weight.device)
+        dense = self.weight.new_zeros(self.out_chs * self.in_chs, k, k).index_copy(0, index, self.weight)
+        return dense.view(self.out_chs, self.in_chs, k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = [conv(x.index_select(1, getattr(self, f"gather{i}"))) for i, conv in enumerate(self.convs)]
-        y = torch.cat(outs, 1)
-        return y if self.identity_order else y.index_select(1, self.inverse)
+        return F.conv2d(x, self.dense_weight(), self.bias)
 
     def extra_repr(self) -> str:
-        return f"{self.in_chs}, {self.out_chs}, connections={sum(len(r) for r in self.table)}"
+        return f"{self.in_chs}, {self.out_chs}, kernel_size={self.kernel_size}, connections={len(self.index)}"
 
 
 class FCHead(nn.Module):
@@ -404,8 +413,11 @@ class AlexNet(Backbone):
 
     The stem is conv1 with its pooling, then one stage per further pooled group of convolutions
     (AlexNet: conv2; conv3-conv5). Modules carry the paper's names: ``stem.conv1``,
-    ``stages.0.lrn2``, ``stages.1.pool5``, ``head.mlp.fc6``. Weights are initialised as
-    torchvision initialises VGG (Kaiming normal convolutions, N(0, 0.01) linear layers).
+    ``stages.0.lrn2``, ``stages.1.pool5``, ``head.mlp.fc6``. ``zfnet`` uses the same
+    :class:`LocalResponseNorm` with AlexNet's constants for Zeiler & Fergus's "contrast
+    normalisation across feature maps", after the pooling as in their Fig. 3. Weights are
+    initialised as torchvision initialises VGG (Kaiming normal convolutions, N(0, 0.01) linear
+    layers).
 
     Args:
         spec: the architecture.
@@ -579,13 +591,14 @@ for _depth, _config in ((11, "A"), (13, "B"), (16, "D"), (19, "E")):
 # ReLU, pooling) and ``classifier`` (linear, ReLU, dropout); their layers with weights appear in
 # the same order as ours, so the keys are renamed by position.
 
-def _tv_layers(state_dict: Mapping[str, torch.Tensor], prefix: str) -> list[dict[str, torch.Tensor]]:
-    layers: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in state_dict.items():
+def _tv_layers(state_dict: Mapping[str, torch.Tensor], prefix: str) -> list[list[tuple[str, str]]]:
+    """``(torchvision key, attribute)`` pairs of each layer of ``prefix`` (a Sequential), in order."""
+    layers: dict[int, list[tuple[str, str]]] = {}
+    for key in state_dict:
         head, _, rest = key.partition(".")
         index, _, name = rest.partition(".")
-        if head == prefix and index.isdigit():
-            layers.setdefault(int(index), {})[name] = value
+        if head == prefix and index.isdigit() and name:
+            layers.setdefault(int(index), []).append((key, name))
     return [layers[i] for i in sorted(layers)]
 
 
@@ -597,13 +610,13 @@ def _own_layers(model: nn.Module, roots: Sequence[str]) -> list[str]:
 @register_torchvision_converter(AlexNet)
 @register_torchvision_converter(VGG)
 def _from_tv(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename torchvision's ``features.N.*`` and ``classifier.N.*`` keys to this model's layers."""
-    known = {k for k in state_dict if k.split(".")[0] in ("features", "classifier") and k.split(".")[1].isdigit()}
-    out = {k: v for k, v in state_dict.items() if k not in known}  # left for the strict load to report
+    """Rename torchvision's ``features.N.*`` and ``classifier.N.*`` keys to this model's layers.
+
+    Keys with no counterpart keep their torchvision name, so the strict load names them.
+    """
+    out = dict(state_dict)
     for tv_prefix, roots in (("features", ("stem", "stages")), ("classifier", ("head",))):
-        tv = _tv_layers(state_dict, tv_prefix)
-        own = _own_layers(model, roots)
-        for i, params in enumerate(tv):
-            for name, value in params.items():
-                out[f"{own[i]}.{name}" if i < len(own) else f"{tv_prefix}.unmatched{i}.{name}"] = value
+        for tv_layer, own in zip(_tv_layers(state_dict, tv_prefix), _own_layers(model, roots)):
+            for key, name in tv_layer:
+                out[f"{own}.{name}"] = out.pop(key)
     return out
