@@ -2,7 +2,9 @@
 
 Covers He et al. 2015 (v1: stride in the first 1x1 of a bottleneck; CIFAR 6n+2 nets; plain
 twins), the v1.5 variant (stride in the 3x3, as torchvision), pre-activation ResNet (He et al.
-2016, "Identity Mappings in Deep Residual Networks") and Wide ResNet (Zagoruyko & Komodakis 2016).
+2016, "Identity Mappings in Deep Residual Networks"), Wide ResNet (Zagoruyko & Komodakis 2016),
+and attention carried by any of them: squeeze-and-excitation (Hu et al. 2018) or global context
+(Cao et al. 2019) in the residual branches, non-local blocks (Wang et al. 2018) between blocks.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch import nn
 
 from ..errors import ReslabError
 from .base import Backbone, ClassifierHead, FeatureInfo, SpecBuilder
-from .layers import conv1x1, conv3x3, make_shortcut
+from .layers import NONLOCAL_MODES, GlobalContext, NonLocal, SqueezeExcitation, conv1x1, conv3x3, make_shortcut
 from .registry import register_model
 
 __all__ = ["ResNetSpec", "ResNet", "BasicBlock", "Bottleneck"]
@@ -23,6 +25,9 @@ __all__ = ["ResNetSpec", "ResNet", "BasicBlock", "Bottleneck"]
 HE2015 = "He et al. 2015, Deep Residual Learning for Image Recognition"
 HE2016 = "He et al. 2016, Identity Mappings in Deep Residual Networks"
 WRN2016 = "Zagoruyko & Komodakis 2016, Wide Residual Networks"
+SENET2018 = "Hu et al. 2018, Squeeze-and-Excitation Networks"
+NONLOCAL2018 = "Wang et al. 2018, Non-local Neural Networks"
+GCNET2019 = "Cao et al. 2019, GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond"
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,18 @@ class ResNetSpec:
         zero_init_last: start each residual branch at zero (last BN's gamma, or the last conv in
             pre-activation units), so every block begins as the identity (Goyal et al. 2017).
         block_dropout: dropout between the two convs of a basic block (Wide ResNet).
+        attn: attention on each residual branch's output, before the addition with the shortcut:
+            ``"se"`` squeeze-and-excitation (SENet Fig. 3), ``"gc"`` global context (GCNet
+            Fig. 4d, after the last 1x1 of a bottleneck), or ``None``.
+        attn_reduction: the bottleneck ratio ``r`` of the SE / GC transform.
+        attn_stages: indices of the stages whose blocks carry ``attn`` (``None``: all stages;
+            GCNet's c3-c5 are ``(1, 2, 3)``).
+        nonlocal_after: ``(stage, block)`` indices of the residual blocks that a non-local block
+            follows; negative indices count from the end, e.g. ``((2, -2),)`` is one block right
+            before the last residual block of the third stage (res4).
+        nonlocal_mode: the non-local pairwise function: ``"embedded_gaussian"``, ``"gaussian"``,
+            ``"dot_product"`` or ``"concatenation"`` (Wang et al. Sec. 3.2).
+        nonlocal_subsample: max-pool ``phi`` and ``g`` by 2 (Wang et al. Sec. 3.3).
     """
 
     block: Literal["basic", "bottleneck"] = "basic"
@@ -59,6 +76,12 @@ class ResNetSpec:
     expansion: int = 4
     zero_init_last: bool = False
     block_dropout: float = 0.0
+    attn: Literal["se", "gc"] | None = None
+    attn_reduction: int = 16
+    attn_stages: tuple[int, ...] | None = None
+    nonlocal_after: tuple[tuple[int, int], ...] = ()
+    nonlocal_mode: Literal["embedded_gaussian", "gaussian", "dot_product", "concatenation"] = "embedded_gaussian"
+    nonlocal_subsample: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -78,6 +101,46 @@ class ResNetSpec:
         for ok, message in checks:
             if not ok:
                 raise ReslabError(message)
+        self._check_attention()
+
+    def _check_attention(self) -> None:
+        checks = [
+            (self.attn in (None, "se", "gc"), f"attn must be None, 'se' or 'gc', got {self.attn!r}"),
+            (_is_int(self.attn_reduction) and self.attn_reduction >= 1,
+             f"attn_reduction must be a positive integer, got {self.attn_reduction!r}"),
+            (self.nonlocal_mode in NONLOCAL_MODES,
+             f"nonlocal_mode must be one of {', '.join(map(repr, NONLOCAL_MODES))}, got {self.nonlocal_mode!r}"),
+            (isinstance(self.nonlocal_subsample, bool), f"nonlocal_subsample must be true or false, got {self.nonlocal_subsample!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ReslabError(message)
+        n = len(self.layers)
+        if self.attn_stages is not None:
+            stages = _as_tuple(self.attn_stages)
+            if stages is None or not all(_is_int(i) and -n <= i < n for i in stages):
+                raise ReslabError(f"attn_stages must be None or stage indices in [0, {n}), got {self.attn_stages!r}")
+            object.__setattr__(self, "attn_stages", tuple(sorted({i % n for i in stages})))
+        pairs = _as_tuple(self.nonlocal_after)
+        resolved = []
+        for pair in pairs if pairs is not None else [None]:
+            pair = _as_tuple(pair)
+            ok = pair is not None and len(pair) == 2 and all(map(_is_int, pair)) and -n <= pair[0] < n
+            if ok:
+                blocks = self.layers[pair[0]]
+                ok = -blocks <= pair[1] < blocks
+            if not ok:
+                raise ReslabError(
+                    f"nonlocal_after must be (stage, block) index pairs within layers {self.layers}, "
+                    f"got {self.nonlocal_after!r}"
+                )
+            stage = pair[0] % n
+            resolved.append((stage, pair[1] % self.layers[stage]))
+        object.__setattr__(self, "nonlocal_after", tuple(sorted(set(resolved))))
+
+    def has_attn(self, stage: int) -> bool:
+        """Whether the blocks of ``stage`` carry ``attn``."""
+        return self.attn is not None and (self.attn_stages is None or stage in self.attn_stages)
 
     @property
     def depth(self) -> int:
@@ -92,11 +155,25 @@ class ResNetSpec:
         return inner, out
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _as_tuple(v: object) -> tuple | None:
+    return tuple(v) if isinstance(v, (tuple, list)) else None
+
+
+def _branch_attention(spec: ResNetSpec, channels: int) -> nn.Module:
+    if spec.attn == "se":
+        return SqueezeExcitation(channels, spec.attn_reduction)
+    return GlobalContext(channels, spec.attn_reduction)
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convs (Fig. 2 left), post-activation (2015) or pre-activation (2016)."""
 
     def __init__(self, in_chs: int, inner: int, out_chs: int, stride: int, spec: ResNetSpec,
-                 preact_input: bool = True) -> None:
+                 preact_input: bool = True, *, attn: bool = False, non_local: bool = False) -> None:
         super().__init__()
         self.preact = spec.preact
         self.residual = spec.residual
@@ -117,7 +194,9 @@ class BasicBlock(nn.Module):
             self.conv2 = conv3x3(inner, out_chs)
             self.bn2 = nn.BatchNorm2d(out_chs)
             self.act2 = nn.ReLU(inplace=True)
+        self.attn = _branch_attention(spec, out_chs) if attn else None
         self.shortcut = make_shortcut(spec.shortcut, in_chs, out_chs, stride, norm=not spec.preact) if spec.residual else None
+        self.nl = NonLocal(out_chs, mode=spec.nonlocal_mode, subsample=spec.nonlocal_subsample) if non_local else None
 
     def last_branch_layer(self) -> nn.Module:
         return self.conv2 if self.preact else self.bn2
@@ -127,15 +206,20 @@ class BasicBlock(nn.Module):
             pre = self.act1(self.bn1(x))
             out = self.conv1(pre)
             out = self.conv2(self.drop(self.act2(self.bn2(out))))
-            if self.shortcut is None:
-                return out
-            # Projection/zero-pad shortcuts take the pre-activated input (He et al. 2016, Appendix).
-            return out + self.shortcut(pre if not isinstance(self.shortcut, nn.Identity) else x)
-        out = self.drop(self.act1(self.bn1(self.conv1(x))))
-        out = self.bn2(self.conv2(out))
-        if self.shortcut is not None:
-            out = out + self.shortcut(x)
-        return self.act2(out)
+            if self.attn is not None:
+                out = self.attn(out)
+            if self.shortcut is not None:
+                # Projection/zero-pad shortcuts take the pre-activated input (He et al. 2016, Appendix).
+                out = out + self.shortcut(pre if not isinstance(self.shortcut, nn.Identity) else x)
+        else:
+            out = self.drop(self.act1(self.bn1(self.conv1(x))))
+            out = self.bn2(self.conv2(out))
+            if self.attn is not None:
+                out = self.attn(out)
+            if self.shortcut is not None:
+                out = out + self.shortcut(x)
+            out = self.act2(out)
+        return out if self.nl is None else self.nl(out)
 
 
 class Bottleneck(nn.Module):
@@ -143,7 +227,7 @@ class Bottleneck(nn.Module):
     (``stride_in="1x1"``, paper v1) or in the 3x3 (``"3x3"``, v1.5 / torchvision)."""
 
     def __init__(self, in_chs: int, inner: int, out_chs: int, stride: int, spec: ResNetSpec,
-                 preact_input: bool = True) -> None:
+                 preact_input: bool = True, *, attn: bool = False, non_local: bool = False) -> None:
         super().__init__()
         self.preact = spec.preact
         s1, s3 = (stride, 1) if spec.stride_in == "1x1" else (1, stride)
@@ -167,7 +251,9 @@ class Bottleneck(nn.Module):
             self.conv3 = conv1x1(inner, out_chs)
             self.bn3 = nn.BatchNorm2d(out_chs)
             self.act3 = nn.ReLU(inplace=True)
+        self.attn = _branch_attention(spec, out_chs) if attn else None
         self.shortcut = make_shortcut(spec.shortcut, in_chs, out_chs, stride, norm=not spec.preact) if spec.residual else None
+        self.nl = NonLocal(out_chs, mode=spec.nonlocal_mode, subsample=spec.nonlocal_subsample) if non_local else None
 
     def last_branch_layer(self) -> nn.Module:
         return self.conv3 if self.preact else self.bn3
@@ -178,15 +264,20 @@ class Bottleneck(nn.Module):
             out = self.conv1(pre)
             out = self.conv2(self.act2(self.bn2(out)))
             out = self.conv3(self.act3(self.bn3(out)))
-            if self.shortcut is None:
-                return out
-            return out + self.shortcut(pre if not isinstance(self.shortcut, nn.Identity) else x)
-        out = self.act1(self.bn1(self.conv1(x)))
-        out = self.act2(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        if self.shortcut is not None:
-            out = out + self.shortcut(x)
-        return self.act3(out)
+            if self.attn is not None:
+                out = self.attn(out)
+            if self.shortcut is not None:
+                out = out + self.shortcut(pre if not isinstance(self.shortcut, nn.Identity) else x)
+        else:
+            out = self.act1(self.bn1(self.conv1(x)))
+            out = self.act2(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+            if self.attn is not None:
+                out = self.attn(out)
+            if self.shortcut is not None:
+                out = out + self.shortcut(x)
+            out = self.act3(out)
+        return out if self.nl is None else self.nl(out)
 
 
 class ResNet(Backbone):
@@ -241,7 +332,8 @@ class ResNet(Backbone):
             for j in range(n):
                 # An ImageNet pre-activation stem already ends in BN-ReLU (He et al. 2016, Sec. 3.2).
                 preact_input = not (spec.preact and spec.stem == "imagenet" and i == 0 and j == 0)
-                blocks.append(block_cls(in_chs, inner, out_chs, stride if j == 0 else 1, spec, preact_input))
+                blocks.append(block_cls(in_chs, inner, out_chs, stride if j == 0 else 1, spec, preact_input,
+                                        attn=spec.has_attn(i), non_local=(i, j) in spec.nonlocal_after))
                 in_chs = out_chs
             stages.append(nn.Sequential(*blocks))
             self.feature_info.append(FeatureInfo(out_chs, reduction, f"stages.{i}"))
@@ -268,6 +360,9 @@ class ResNet(Backbone):
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck)):
                     nn.init.zeros_(m.last_branch_layer().weight)
+        for m in self.modules():  # their own zero-init makes them start as the identity
+            if isinstance(m, (NonLocal, GlobalContext)):
+                m.reset_parameters()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,3 +418,18 @@ for _d, _k in ((16, 8), (28, 10), (40, 4)):
     _register(f"wrn{_d}_{_k}", _cifar((_d - 4) // 6, preact=True, shortcut="B", width_multiplier=_k), "wide-resnet", WRN2016)
 for _d in (50, 101):
     _register(f"wide_resnet{_d}_2", _imagenet(*_IMAGENET_DEPTHS[_d], width_multiplier=2), "wide-resnet", WRN2016)
+
+# Squeeze-and-excitation (Hu et al. 2018, Table 1/2): SE on every residual branch, r = 16. The
+# stride sits in the first 1x1 as in SENet's released Caffe models (the reslab default).
+for _d in (50, 101, 152):
+    _register(f"se_resnet{_d}", _imagenet(*_IMAGENET_DEPTHS[_d], attn="se"), "se-resnet", SENET2018)
+for _d in (20, 56):
+    _register(f"se_resnet{_d}", _cifar((_d - 2) // 6, attn="se"), "se-resnet-cifar", SENET2018)
+# Non-local ResNet-50 (Wang et al. 2018, Sec. 6 on COCO): one embedded-Gaussian block with
+# sub-sampling right before the last residual block of res4 (after block 5 of 6 in stage 2).
+_register("nl_resnet50", _imagenet(*_IMAGENET_DEPTHS[50], nonlocal_after=((2, 4),)), "nonlocal-resnet", NONLOCAL2018)
+# GCNet (Cao et al. 2019): GC (r = 16) after the last 1x1 of every bottleneck in c3-c5. The stride
+# sits in the 3x3 as in the authors' released code (mmdetection style="pytorch"), so torchvision
+# ResNet-50 weights load into it.
+_register("gc_resnet50", _imagenet(*_IMAGENET_DEPTHS[50], attn="gc", attn_stages=(1, 2, 3), stride_in="3x3"),
+          "gc-resnet", GCNET2019)
