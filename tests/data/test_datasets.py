@@ -124,6 +124,8 @@ def test_unknown_names_and_directories(tmp_path):
     with pytest.raises(ReslabError, match="stream=True applies to imagefolder"):
         load_dataset("embedded", stream=True)
     assert load_dataset("Fashion-MNIST", val_size=0, download=False).name == "fashion_mnist"
+    resized = load_dataset("embedded", image_size=32, val_size=np.int64(10))
+    assert resized.image_size == (32, 32) and resized.test.images.shape == (1500, 1, 32, 32) and len(resized.val) == 10
 
 
 # --------------------------------------------------------------------------------------------

@@ -147,12 +147,13 @@ def test_server_down_gives_the_offline_message(monkeypatch, cache):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/cifar-10-python.tar.gz"
-    monkeypatch.setitem(dl.RESOURCES, "cifar10", (dl.Resource("cifar-10-python.tar.gz", "0" * 32, (url,)),))
+    mirror = f"http://127.0.0.1:{port}/mirror/cifar-10-python.tar.gz"
+    monkeypatch.setitem(dl.RESOURCES, "cifar10", (dl.Resource("cifar-10-python.tar.gz", "0" * 32, (url, mirror)),))
     with pytest.raises(dl.OfflineError) as err:
         load_dataset("cifar10", val_size=10)
     message = str(err.value)
-    assert "\n" not in message
-    assert url in message and "cifar-10-python.tar.gz" in message
+    assert "\n" not in message and "refused" in message.lower()
+    assert url in message and mirror in message and "cifar-10-python.tar.gz" in message
     assert str(cache / "cifar10") in message and "--data-dir" in message and "RESLAB_DATA" in message
     assert not any(p.is_file() for p in cache.rglob("*"))
 

@@ -21,6 +21,7 @@ import hashlib
 import io
 import logging
 import math
+import numbers
 import os
 import pickle
 import re
@@ -69,7 +70,7 @@ CLASSES["embedded"] = CLASSES["fashion_mnist"]
 DEFAULT_VAL_SIZE: dict[str, int | float] = {"cifar10": 5000, "cifar100": 5000, "mnist": 5000, "fashion_mnist": 5000}
 DEFAULT_VAL_FRACTION = 0.1
 
-MAX_IN_MEMORY_BYTES = 16 << 30
+MAX_IN_MEMORY_BYTES = 8 << 30
 """An image folder larger than this once decoded is streamed unless ``stream=False``."""
 
 _ALIASES = {
@@ -191,7 +192,11 @@ class DatasetSplits:
         train: The training set less the validation split.
         val: Held out of the training set (stratified, seeded); may be empty.
         test: The official test set, or None where the source has none.
-        info: ``root``, ``source``, ``skipped`` (bad files left out), ``counts`` and more.
+        info: ``root`` (where the files are), ``source`` (``data_dir``, ``cache``, ``system``,
+            ``download``, ``package``, or ``folder`` / ``archive`` for image folders),
+            ``skipped`` (bad files left out), ``counts`` (images per split), ``val_from``
+            (``train``, ``val folder`` or ``none``); image folders add ``decoded`` (images
+            decoded by this call: 0 on a cache hit) and ``cache_file``.
     """
 
     name: str
@@ -218,12 +223,14 @@ class DatasetSplits:
 
 
 def _val_count(val_size: int | float, n: int, *, what: str) -> int:
-    if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
+    if isinstance(val_size, bool) or not isinstance(val_size, numbers.Real):
         raise ReslabError(f"val_size must be an image count or a fraction in [0, 1), got {val_size!r}")
-    if isinstance(val_size, float):
+    if not isinstance(val_size, numbers.Integral):
+        val_size = float(val_size)
         if not 0.0 <= val_size < 1.0:
             raise ReslabError(f"val_size={val_size} is not a fraction in [0, 1); pass e.g. 0.1 or an image count")
         return round(val_size * n)
+    val_size = int(val_size)
     if val_size < 0:
         raise ReslabError(f"val_size={val_size} is negative; pass an image count >= 0 or a fraction")
     if val_size and val_size >= n:
@@ -1105,7 +1112,11 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, val_si
     Args:
         name: ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``, ``embedded``, or
             ``imagefolder:PATH`` (a class-per-folder tree, optionally with ``train/``, ``val/``,
-            ``test/``, or a .tar.gz/.tgz/.tar/.zip archive of one).
+            ``test/``, or a .tar.gz/.tgz/.tar/.zip archive of one). An image folder held in
+            memory is decoded once and cached as a uint8 tensor file, keyed by its path and the
+            names, sizes and mtimes of its files (an archive: its path, size and mtime); an
+            archive is decoded straight from the archive, and extracted into the cache only
+            when its images are streamed.
         data_dir: Directory searched first for the dataset's files.
         val_size: Validation images held out of the training set: a count or a fraction.
             Default 5000 for CIFAR and (Fashion-)MNIST, 10% otherwise; an image folder's own

@@ -52,6 +52,10 @@ class ArchiveError(ReslabError):
 class OfflineError(ReslabError):
     """A download that could not reach any of its URLs."""
 
+    def __init__(self, message: str, attempts: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.attempts = attempts  # (url, reason) pairs
+
 
 @dataclass(frozen=True)
 class Resource:
@@ -130,6 +134,11 @@ def _where_to_put(directory: Path) -> str:
     return f"put it in {directory} (or in a directory given with --data-dir or $RESLAB_DATA)"
 
 
+def _offline_message(dest: Path, attempts: tuple[tuple[str, str], ...]) -> str:
+    tried = " or ".join(f"{url} ({reason})" for url, reason in attempts)
+    return f"could not download {dest.name} from {tried}; fetch it by hand and {_where_to_put(dest.parent)}"
+
+
 def download_url(url: str, dest: str | os.PathLike, *, md5: str | None = None,
                  timeout: float | None = None) -> Path:
     """Download ``url`` to ``dest``, verifying ``md5``; ``dest`` appears only if it is complete.
@@ -163,10 +172,7 @@ def download_url(url: str, dest: str | os.PathLike, *, md5: str | None = None,
             reason = getattr(e, "reason", None) or e
             if isinstance(e, http.client.IncompleteRead):
                 reason = f"the transfer broke off with {e.expected} bytes missing"
-            raise OfflineError(
-                f"could not download {dest.name} from {url} ({reason}); fetch it by hand and "
-                f"{_where_to_put(dest.parent)}"
-            ) from None
+            raise OfflineError(_offline_message(dest, ((url, str(reason)),)), ((url, str(reason)),)) from None
         got = digest.hexdigest()
         if md5 is not None and got != md5:
             raise ChecksumError(
@@ -201,10 +207,13 @@ def fetch(resource: Resource, directory: str | os.PathLike) -> Path:
         try:
             return download_url(url, dest, md5=resource.md5)
         except (OfflineError, ChecksumError) as e:
-            log.warning("%s", e)
+            log.info("%s", e)
             errors.append(e)
     # A checksum mismatch says more than a dead mirror does.
-    raise next((e for e in errors if isinstance(e, ChecksumError)), errors[0])
+    if mismatch := next((e for e in errors if isinstance(e, ChecksumError)), None):
+        raise mismatch
+    attempts = tuple(a for e in errors for a in e.attempts)
+    raise OfflineError(_offline_message(dest, attempts), attempts)
 
 
 def is_archive(path: str | os.PathLike) -> bool:
