@@ -836,7 +836,9 @@ def _decode_folder(root: Path, rels: list[str], layout: _Layout, image_size: int
         return out
 
     chunks = [wanted[a:a + _CHUNK] for a in range(0, len(wanted), _CHUNK)]
-    # Threads: the decoders release the GIL.
+    # Two threads: the decoders release the GIL (decoding in memory: 49 vs 72 us an image). With
+    # the file reads and another job on the second core, the 60k CIFAR-10 JPEGs took 10.4 s vs
+    # 10.1 s with one thread here: no loss, and a gain where a core is free.
     with _decoding(), ThreadPoolExecutor(min(2, os.cpu_count() or 1)) as pool:
         for results in pool.map(work, chunks):
             _decodes += len(results)
