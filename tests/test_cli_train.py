@@ -30,9 +30,9 @@ def test_eval_protocols(run, capsys):
     for protocol in ("center", "10crop", "multiscale"):
         assert main(["eval", str(run), "--protocol", protocol, "--device", "cpu"]) == 0
         out = capsys.readouterr().out
-        assert f"test ({protocol}, best checkpoint, 2000 images)" in out and "Ankle boot" in out
+        assert f"test ({protocol}, best checkpoint, 1500 images)" in out and "Ankle boot" in out
         report = json.loads((run / f"eval-test-{protocol}.json").read_text())
-        assert report["n"] == 2000 and 0 <= report["top1_err"] <= 100 and len(report["per_class_acc"]) == 10
+        assert report["n"] == 1500 and 0 <= report["top1_err"] <= 100 and len(report["per_class_acc"]) == 10
         assert (run / "plots" / f"confusion-test-{protocol}.png").is_file()
 
 

@@ -6,6 +6,7 @@ User errors (:class:`~reslab.errors.ReslabError`) print one line and exit with c
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, Callable, Sequence
 
@@ -202,6 +203,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as e:
         print(f"reslab: {e}", file=sys.stderr)
         return 130
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     best = f"best val err {result.best_val_err:.2f}% (epoch {result.best_epoch})" if result.best_val_err is not None else "no validation split"
     test = f", test err {result.test['top1_err']:.2f}% ({result.test['protocol']})" if result.test else ""
     print(f"{result.run_dir}: {result.steps} steps in {result.wall_time:.0f}s, {best}{test}")
@@ -230,7 +233,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .runs import load_run
     from .train.distributed import resolve_device
 
-    device = resolve_device(args.device)
+    from .train.distributed import init_distributed
+
+    device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
+    ctx = init_distributed(device)  # under torchrun each rank evaluates a disjoint shard
     run = load_run(args.run_dir, args.checkpoint, device)
     cfg = run.config
     splits = load_dataset(cfg.data, data_dir=args.data_dir or cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed,
@@ -241,7 +247,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     protocol = args.protocol or cfg.test_protocol
     res = evaluate(run.model, data, normalizer=run.normalizer, num_classes=len(run.classes), protocol=protocol,
                    batch_size=args.batch_size, device=device, pad=cfg.pad, crop_size=cfg.crop_size,
-                   scales=cfg.test_scales or None, num_workers=cfg.num_workers)
+                   scales=cfg.test_scales or None, num_workers=cfg.num_workers, rank=ctx.rank, world_size=ctx.world_size)
+    if not ctx.is_main:
+        return 0
     report = {"split": args.split, "checkpoint": run.checkpoint, **res.to_dict(run.classes)}
     name = f"eval-{args.split}-{protocol}"
     atomic_write_text(run.run_dir / f"{name}.json", json.dumps(report, indent=2))
@@ -352,6 +360,23 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         first = next((l.lstrip("# ").strip() for l in text.splitlines() if l.startswith("#")), "")
         print(f"{name:16s} {first}")
     return 0
+
+
+# -- reslab reproduce ------------------------------------------------------------------------------
+def _reproduce_args(p: argparse.ArgumentParser) -> None:
+    try:
+        from .experiments import add_reproduce_args
+    except ImportError:  # experiments not installed in this tree
+        p.add_argument("rest", nargs="*")
+        return
+    add_reproduce_args(p)
+
+
+@command("reproduce", "the paper's experiments, one command each, with reports beside the paper's numbers", _reproduce_args)
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .experiments import run_reproduce
+
+    return run_reproduce(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,7 +33,7 @@ from ..models import create_model
 from ..models.base import AuxOutput
 from .checkpoint import is_run_dir, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import RunConfig
-from .distributed import DistContext, init_distributed, resolve_device
+from .distributed import DistContext, convert_sync_batchnorm, init_distributed, resolve_device
 from .schedule import LRSchedule
 
 __all__ = ["fit", "FitResult", "TrainingDiverged", "TrainingInterrupted", "build_pipeline"]
@@ -291,7 +291,7 @@ def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     if ctx.enabled and cfg.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = convert_sync_batchnorm(model, device)
     net: nn.Module = model
     if ctx.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -378,8 +378,10 @@ def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool
             loss_sum = torch.zeros((), device=device, dtype=torch.float64)
             correct = torch.zeros((), device=device, dtype=torch.int64)
             seen = 0
+            resume_at = (epoch + 1, 0)  # where a later --resume continues from
             for b, (x, y) in enumerate(train_loader.iterate(first), start=first):
                 if step >= total_steps:
+                    resume_at = (epoch, b)  # the budget ended mid-epoch: a longer run continues here
                     break
                 lr = schedule.lr(step)
                 for g in optimizer.param_groups:
@@ -408,10 +410,15 @@ def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool
                 if len(window) >= check_every:
                     losses = torch.stack(window)
                     finite = torch.isfinite(losses)
-                    if not bool(finite.all()):
-                        bad = window_start + int((~finite).nonzero()[0]) + 1
+                    any_bad = ~finite.all()
+                    if ctx.enabled:  # a NaN on one rank stops every rank at the same check
+                        any_bad = any_bad.to(torch.int32).reshape(1)
+                        torch.distributed.all_reduce(any_bad)
+                    if bool(any_bad):
+                        local = (~finite).nonzero()
+                        bad = window_start + (int(local[0]) if len(local) else len(window) - 1) + 1
                         raise TrainingDiverged(
-                            f"loss became {float(losses[~finite][0])} at step {bad}; training stopped. "
+                            f"loss became {float(losses[~finite][0]) if len(local) else 'nan'} at step {bad}; training stopped. "
                             + (f"The last good checkpoint (step {last_saved_step}) is kept in {run_dir / 'checkpoints'}. "
                                if last_saved_step is not None else "No checkpoint had been saved yet. ")
                             + "Lower --lr or set --grad-clip.")
@@ -425,6 +432,11 @@ def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool
                 if ctx.is_main and progress.bar is not None:
                     progress.update(step, f"epoch {epoch + 1}/{epochs}",
                                     f"loss {float(loss_d):.3f}  lr {lr:.4g}")
+                if ctx.enabled:  # every rank stops at the same step, or none does
+                    flag = torch.tensor([1 if stop["signal"] is not None else 0], device=device)
+                    torch.distributed.all_reduce(flag)
+                    if int(flag) and stop["signal"] is None:
+                        stop["signal"] = signal.SIGTERM
                 if stop["signal"] is not None:
                     acc = _merge(acc, loss_sum, correct, seen)
                     if ctx.is_main:
@@ -451,7 +463,7 @@ def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool
                         save_checkpoint(run_dir, "best", model, metadata={"step": step, "epoch": epoch + 1, "val_err": res.top1_err})
             acc = {"loss": 0.0, "correct": 0, "n": 0}
             if ctx.is_main:
-                save_checkpoint(run_dir, "last", model, state_for(epoch + 1, 0))
+                save_checkpoint(run_dir, "last", model, state_for(*resume_at))
             last_saved_step = step
             metrics.write(record)
             eta = (time.time() - t_start) / max(step, 1) * (total_steps - step) if step else 0
