@@ -1,0 +1,142 @@
+"""The degradation experiment (He et al. 2015, Sec. 4.2, Figure 6): plain nets get worse with
+depth, their residual twins get better.
+
+Plain and residual CIFAR nets of 20, 32, 44 and 56 layers (110 with the full budget), the same
+layers except for the shortcuts. The figure sets training error (thin dashed) and validation
+error (bold) per iteration side by side: plain nets left, ResNets right.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from . import paper
+from ._plots import plot_error_vs_depth
+from .budgets import Budget
+from .runner import Analysis, ExperimentDef, Finding, Net, NetResult, Summary, fmt_stat, md_table
+
+PLAIN, RESNET = "plain", "ResNet"
+
+
+def nets(depths: Sequence[int]) -> list[Net]:
+    return ([Net(f"plain{d}", f"plain{d}", PLAIN, d) for d in depths]
+            + [Net(f"resnet{d}", f"resnet{d}", RESNET, d) for d in depths])
+
+
+def default_depths(budget: Budget) -> tuple[int, ...]:
+    return (20, 32, 44, 56, 110) if budget.name == "full" else (20, 32, 44, 56)
+
+
+def _compare(deep: NetResult, shallow: NetResult, key: str, above: bool, claim: str) -> Finding:
+    a, b = deep.stat(key), shallow.stat(key)
+    if a.mean is None or b.mean is None:
+        return Finding(claim, None, "a run is missing or unfinished")
+    held = a.mean > b.mean if above else a.mean < b.mean
+    what = key.replace("_err", "")
+    detail = f"{deep.net.name} {fmt_stat(a)} % vs {shallow.net.name} {fmt_stat(b)} % {what} error"
+    if a.std is not None and b.std is not None and abs(a.mean - b.mean) < max(a.std, b.std):
+        detail += "; the gap is within one seed std"
+    return Finding(claim, held, detail)
+
+
+def _throughout(summary: Summary, deep: NetResult, shallow: NetResult, above: bool) -> str:
+    """On how many of the epochs logged by both first runs the training-error order held."""
+    from ..report import read_run
+
+    if not deep.runs or not shallow.runs:
+        return ""
+    try:
+        d = {e["epoch"]: e.get("train_err") for e in read_run(summary.exp_dir / deep.runs[0].path).epochs}
+        s = {e["epoch"]: e.get("train_err") for e in read_run(summary.exp_dir / shallow.runs[0].path).epochs}
+    except Exception:  # an unreadable run is reported elsewhere
+        return ""
+    common = [k for k in d if k in s and d[k] is not None and s[k] is not None]
+    if not common:
+        return ""
+    n = sum((d[k] > s[k]) if above else (d[k] < s[k]) for k in common)
+    return f"; at {n} of {len(common)} epochs"
+
+
+def _family(summary: Summary, group: str) -> list[NetResult]:
+    return sorted((n for n in summary.nets if n.net.group == group), key=lambda n: n.net.depth)
+
+
+def analyse(summary: Summary) -> Analysis:
+    plain, res = _family(summary, PLAIN), _family(summary, RESNET)
+    findings: list[Finding] = []
+    for family, above, words in ((plain, True, "above"), (res, False, "below")):
+        if len(family) < 2:
+            name = "plain" if family is plain else "resnet"
+            findings.append(Finding(f"deeper {name} nets: training error {words} the shallowest's", None,
+                                    "needs at least two depths"))
+            continue
+        deep, shallow = family[-1], family[0]
+        f = _compare(deep, shallow, "train_err", above,
+                     f"{deep.net.name} training error {words} {shallow.net.name}'s (paper: yes)")
+        f.detail += _throughout(summary, deep, shallow, above)
+        findings.append(f)
+        findings.append(_compare(deep, shallow, "test_err", above,
+                                 f"{deep.net.name} test error {words} {shallow.net.name}'s (paper: yes)"))
+        means = [n.stat("train_err").mean for n in family]
+        if len(family) > 2 and None not in means:
+            ordered = all((x < y) if above else (x > y) for x, y in zip(means, means[1:]))
+            findings.append(Finding(
+                f"{'plain' if above else 'ResNet'} training error {'rises' if above else 'falls'} at every step in "
+                f"depth (paper: {'yes' if above else 'yes, 20 to 110'})", ordered,
+                ", ".join(f"{n.net.depth}: {m:.2f} %" for n, m in zip(family, means))))
+    twins = [(p, r) for p in plain for r in res if p.net.depth == r.net.depth]
+    pairs = [(p, r) for p, r in twins if p.stat("train_err").mean is not None and r.stat("train_err").mean is not None]
+    if pairs:
+        below = [r.stat("train_err").mean < p.stat("train_err").mean for p, r in pairs]
+        findings.append(Finding("the ResNet has lower training error than its plain twin at every depth (paper: yes)",
+                                all(below), ", ".join(f"{r.net.depth}: {r.stat('train_err').mean:.2f} vs "
+                                                      f"{p.stat('train_err').mean:.2f} %" for p, r in pairs)))
+
+    rows = []
+    for n in plain + res:
+        ref = paper.TABLE6_TEST_ERR.get(n.net.depth) if n.net.group == RESNET else None
+        rows.append([f"`{n.net.name}`", n.net.depth, f"{n.params / 1e6:.3f}M" if n.params else "—",
+                     fmt_stat(n.stat("train_err")), fmt_stat(n.stat("val_err")), fmt_stat(n.stat("test_err")),
+                     f"{ref:.2f}" if ref is not None else "— (Fig. 6 only)"])
+    table = md_table(["net", "depth", "params", "final train err (%)", "best val err (%)", "test err (%)",
+                      "paper test err (%)"], rows, "lrrrrrr")
+    table += ("\n\nThe paper's test errors are Table 6's (ResNets, option A, 64k iterations on all 50k training "
+              "images); for plain nets it gives only Figure 6, where deeper means higher error. Training error is "
+              "the running error over the last epoch (with augmentation), as in the paper's curves.")
+
+    depth_plot = summary.exp_dir / "plots" / "error_vs_depth.png"
+    colours = {PLAIN: "tab:red", RESNET: "tab:blue"}
+    lines = []
+    for group, family in ((PLAIN, plain), (RESNET, res)):
+        for key, dashed in (("train_err", True), ("test_err", False)):
+            pts = [(n.net.depth, n.stat(key)) for n in family if n.stat(key).mean is not None]
+            lines.append({"label": f"{group} {'train' if dashed else 'test'}", "depths": [d for d, _ in pts],
+                          "means": [s.mean for _, s in pts], "stds": [s.std for _, s in pts], "dashed": dashed,
+                          "colour": colours[group]})
+    depths = [n.net.depth for n in res]
+    plot_error_vs_depth(lines, depth_plot, title="Final error against depth (dashed: training, solid: test)",
+                        paper={"paper ResNet test (Table 6)": {d: paper.TABLE6_TEST_ERR[d] for d in depths
+                                                               if d in paper.TABLE6_TEST_ERR}})
+    groups = {"plain networks (Fig. 6 left)": summary.seed0_runs(plain),
+              "ResNets (Fig. 6 right)": summary.seed0_runs(res)}
+    sections = [("Final error against depth", "![Final error against depth](plots/error_vs_depth.png)\n\n"
+                 "Dashed: final training error; solid: test error; grey crosses: the paper's ResNet test errors "
+                 "(Table 6). Error bars: one std over seeds.")]
+    return Analysis(findings, table, groups, sections,
+                    paper={"table6_test_err": {str(d): e for d, e in paper.TABLE6_TEST_ERR.items() if d in depths},
+                           "fig6": [paper.FIG6_PLAIN, paper.FIG6_RESNET]})
+
+
+EXPERIMENT = ExperimentDef(
+    name="degradation",
+    title="Degradation: plain vs residual nets (He et al. 2015, Figure 6)",
+    source="He et al. 2015, Sec. 4.2 and Figure 6 (CIFAR-10)",
+    about=("Plain and residual nets of the same depths, identical but for the shortcuts (option A), trained with "
+           "the same recipe. In the paper the plain nets' training error rises with depth (the degradation "
+           "problem) while the ResNets' falls. Figure: thin dashed lines are training error, bold lines validation "
+           "error, per iteration; plain nets left, ResNets right."),
+    valid_depths=(20, 32, 44, 56, 110),
+    default_depths=default_depths,
+    nets=nets,
+    analyse=analyse,
+)
