@@ -19,9 +19,15 @@ from .models import (
     save_weights,
 )
 
+from .data import load_dataset
+from .evaluate import evaluate
+from .train import make_config
+from .train.loop import fit
+
 __version__ = "0.1.0"
 
 __all__ = [
     "ReslabError", "UnknownModelError", "create_model", "list_models", "load_torchvision_state_dict",
-    "load_weights", "model_info", "register_model", "save_weights", "__version__",
+    "load_weights", "model_info", "register_model", "save_weights", "load_dataset", "evaluate", "fit",
+    "make_config", "__version__",
 ]

@@ -1,0 +1,46 @@
+"""Regenerate the README's table of every registered model: parameters and multiply-adds measured
+at each model's native input size, and its source paper.
+
+    python scripts/model_table.py          # rewrites the block between the markers in README.md
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+import reslab
+from reslab.models import get_model_entry
+
+START, END = "<!-- model-table:start -->", "<!-- model-table:end -->"
+
+
+def table() -> str:
+    rows = ["| model | family | input | params | multiply-adds | paper |", "|---|---|---|---:|---:|---|"]
+    for name in reslab.list_models():
+        entry = get_model_entry(name)
+        with torch.no_grad():
+            info = reslab.model_info(reslab.create_model(name), entry.input_size)
+        size = "x".join(map(str, entry.input_size))
+        macs = f"{info.macs / 1e9:.3f}G" if info.macs >= 1e8 else f"{info.macs / 1e6:.2f}M"
+        rows.append(f"| {name} | {entry.family} | {size} | {info.params / 1e6:.3g}M | {macs} | {entry.paper} |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    text = readme.read_text()
+    if START not in text:
+        print(f"README.md has no {START} marker", file=sys.stderr)
+        return 2
+    new = re.sub(re.escape(START) + ".*?" + re.escape(END), f"{START}\n{table()}\n{END}", text, flags=re.S)
+    readme.write_text(new)
+    print(f"updated {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
