@@ -12,6 +12,7 @@ from reslab.cli import main as cli_main
 from reslab.errors import ReslabError
 from reslab.models.layers import NONLOCAL_MODES, GlobalContext, NonLocal, SqueezeExcitation
 from reslab.models.weights import torchvision_to_reslab_key
+from tests.models._helpers import randomise_bn
 
 
 def n_params(m: nn.Module) -> int:
@@ -23,15 +24,6 @@ def meta_model(name: str, **overrides) -> nn.Module:
     with torch.device("meta"):
         return reslab.create_model(name, **overrides)
 
-
-def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.25)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
 
 
 # Hu et al. 2018 (SENet), Table 2: parameters in millions.
@@ -104,7 +96,7 @@ def _perturbed_output_differs(model: nn.Module, x: torch.Tensor, ref: torch.Tens
 def test_nonlocal_inserted_into_resnet50_is_the_identity():
     torch.manual_seed(0)
     base = reslab.create_model("resnet50").eval()
-    _randomise_bn(base)
+    randomise_bn(base)
     nl = reslab.create_model("nl_resnet50", nonlocal_mode="concatenation").eval()
     missing, unexpected = nl.load_state_dict(base.state_dict(), strict=False)
     assert not unexpected and missing and all(".nl." in k for k in missing)  # shared names are identical
@@ -120,7 +112,7 @@ def test_nonlocal_inserted_into_resnet50_is_the_identity():
 def test_global_context_inserted_into_torchvision_resnet50_is_the_identity():
     torch.manual_seed(0)
     tv = torchvision.models.resnet50().eval()
-    _randomise_bn(tv)
+    randomise_bn(tv)
     gc = reslab.create_model("gc_resnet50").eval()  # stride in the 3x3, as torchvision
     state = {torchvision_to_reslab_key(k): v for k, v in tv.state_dict().items()}
     missing, unexpected = gc.load_state_dict(state, strict=False)
@@ -160,7 +152,7 @@ def test_se_gate_scales_only_the_residual_branch(name, stage, index):
     """SENet Fig. 3: the gate rescales the branch before the addition, never the shortcut."""
     torch.manual_seed(0)
     m = reslab.create_model(name).eval()
-    _randomise_bn(m)
+    randomise_bn(m)
     block = m.stages[stage][index]
     seen = {}
     block.attn.register_forward_hook(lambda _m, inp, out: seen.update(branch=inp[0].clone()))

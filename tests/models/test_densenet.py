@@ -11,6 +11,7 @@ import reslab
 from reslab.errors import ReslabError
 from reslab.models import get_model_entry
 from reslab.models.densenet import DenseLayer, DenseNet, Transition
+from tests.models._helpers import randomise_bn
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -27,21 +28,12 @@ def n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.25)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-
 
 @pytest.mark.parametrize("name", ["densenet121", "densenet169", "densenet201", "densenet161"])
 def test_matches_torchvision_outputs(name):
     torch.manual_seed(0)
     tv = getattr(torchvision.models, name)().eval()
-    _randomise_bn(tv)
+    randomise_bn(tv)
     ours = reslab.create_model(name).eval()
     assert n_params(ours) == n_params(tv)
     reslab.load_torchvision_state_dict(ours, tv.state_dict())
@@ -55,7 +47,7 @@ def test_loads_old_torchvision_key_names():
     # Checkpoints from before torchvision 0.3 name dense-layer modules "norm.1", "conv.2", ...
     torch.manual_seed(0)
     tv = torchvision.models.densenet121().eval()
-    _randomise_bn(tv, seed=1)
+    randomise_bn(tv, seed=1)
     old = {re.sub(r"\.(norm|relu|conv)([12])\.", r".\1.\2.", k): v for k, v in tv.state_dict().items()}
     assert "features.denseblock1.denselayer1.norm.1.weight" in old
     ours = reslab.load_torchvision_state_dict(reslab.create_model("densenet121").eval(), old)

@@ -10,6 +10,7 @@ from torch import nn
 import reslab
 from reslab.models.layers import ProjectionShortcut, ZeroPadShortcut
 from reslab.models.resnet import BasicBlock, Bottleneck
+from tests.models._helpers import randomise_bn
 
 
 def n_params(m: nn.Module) -> int:
@@ -63,21 +64,12 @@ def test_imagenet_multiply_adds_match_table1(name, paper):
     assert sum(r.macs for r in info.rows) == info.macs  # the per-stage rows add up to the total
 
 
-def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.25)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2"])
 def test_matches_torchvision_outputs(name):
     torch.manual_seed(0)
     tv = getattr(torchvision.models, name)().eval()
-    _randomise_bn(tv)
+    randomise_bn(tv)
     ours = reslab.create_model(name, stride_in="3x3").eval()
     assert n_params(ours) == n_params(tv)
     reslab.load_torchvision_state_dict(ours, tv.state_dict())
