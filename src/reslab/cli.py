@@ -364,11 +364,8 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 # -- reslab reproduce ------------------------------------------------------------------------------
 def _reproduce_args(p: argparse.ArgumentParser) -> None:
-    try:
-        from .experiments import add_reproduce_args
-    except ImportError:  # experiments not installed in this tree
-        p.add_argument("rest", nargs="*")
-        return
+    from .experiments import add_reproduce_args
+
     add_reproduce_args(p)
 
 
