@@ -83,7 +83,7 @@ def run_demo(out: str | Path = "runs/demo", *, depth: int = 20, epochs: int = 8,
     t0 = time.time()
     runs = {}
     for group, model in names.items():
-        cfg = make_config(recipe=recipe, model=model, data=data, epochs=epochs, device=device, name=model)
+        cfg = make_config(recipe=recipe, model=model, data=data, epochs=epochs, device=device, name=model, log_every=10)
         run_dir = out / model
         print(f"training {model} on {data} ({epochs} epochs) -> {run_dir}", flush=True)
         train_or_reuse(cfg, run_dir)
