@@ -96,3 +96,10 @@ def test_bad_run_directories(tmp_path, tiny):
         fit(_cfg(epochs=1), tmp_path / "file" / "run", data=tiny)
     with pytest.raises(ReslabError, match="do not fit resnet32"):
         fit(_cfg(epochs=2, model="resnet32"), tmp_path / "r", data=tiny, resume=True)
+
+
+def test_fast_path_flags_train(tmp_path, tiny):
+    cfg = _cfg(epochs=1, channels_last=True, grad_clip=1.0, nesterov=True, label_smoothing=0.1, schedule="cosine")
+    res = fit(cfg, tmp_path / "cl", data=tiny)
+    assert res.status == "finished" and res.steps == len(tiny.train) // 32
+    assert all(torch.isfinite(t.float()).all() for t in _weights(tmp_path / "cl").values())

@@ -277,6 +277,9 @@ def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool
     ctx.barrier()
     _seed_everything(cfg.seed, cfg.deterministic)
 
+    if cfg.batch_size % ctx.world_size:
+        raise ReslabError(f"batch_size {cfg.batch_size} is the global batch and must divide evenly over "
+                          f"{ctx.world_size} processes; use a multiple of {ctx.world_size}")
     splits = data if data is not None else load_dataset(
         cfg.data, data_dir=cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed, skip_bad=cfg.skip_bad,
         image_size=cfg.image_size)
