@@ -115,6 +115,11 @@ def test_paper_numbers_and_findings_beside_ours(degradation):
     assert findings["plain32 test error above plain20's (paper: yes)"] == (test["plain32"] > test["plain20"])
     for claim, held in findings.items():
         assert f"{claim}: **{'yes' if held else 'no'}**" in report
+    both = findings["plain32 training error above plain20's (paper: yes)"] and \
+        findings["resnet32 training error below resnet20's (paper: yes)"]
+    assert results["verdict"].startswith("both halves of Figure 6 show") == both
+    assert ("does not fully show" in results["verdict"]) == (not both)
+    assert f"**Verdict**: {results['verdict']}" in report
 
 
 def test_rerun_reuses_finished_runs(copy):

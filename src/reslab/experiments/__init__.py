@@ -129,7 +129,6 @@ def render_experiment(exp_dir: str | Path) -> Path:
 
 def add_reproduce_args(parser: argparse.ArgumentParser) -> None:
     """Declare ``reslab reproduce``'s arguments on ``parser``."""
-    budgets = "; ".join(f"{b.name}: {b.summary}" for b in BUDGETS.values())
     parser.add_argument("experiment", help=f"one of {', '.join(NAMES)}")
     parser.add_argument("paths", nargs="*", help="responses: run directories or experiment directories to measure")
     parser.add_argument("--data", default="cifar10",
@@ -137,7 +136,10 @@ def add_reproduce_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help="where to look for the dataset's files first")
     parser.add_argument("--out", default=None,
                         help="experiment directory (default runs/EXPERIMENT-BUDGET; runs/responses)")
-    parser.add_argument("--budget", default=DEFAULT_BUDGET, help=f"training budget (default {DEFAULT_BUDGET}). {budgets}")
+    parser.add_argument("--budget", default=DEFAULT_BUDGET,
+                        help=f"training budget, one of {', '.join(BUDGETS)} (default {DEFAULT_BUDGET}): full is the "
+                             "paper's 64k-iteration schedule (for a GPU), the cpu-* presets shorten it for a CPU, tiny "
+                             "takes seconds (tests); the report states the preset's settings")
     parser.add_argument("--seeds", type=int, default=1, help="runs per net; tables give mean ± std (default 1)")
     parser.add_argument("--depths", default=None, help="comma-separated depths, e.g. 20,32,44,56,110,1202")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")

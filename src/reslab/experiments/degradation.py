@@ -64,16 +64,19 @@ def _family(summary: Summary, group: str) -> list[NetResult]:
 def analyse(summary: Summary) -> Analysis:
     plain, res = _family(summary, PLAIN), _family(summary, RESNET)
     findings: list[Finding] = []
+    halves: dict[bool, Finding] = {}  # the training-error claim of each half of Figure 6
     for family, above, words in ((plain, True, "above"), (res, False, "below")):
         if len(family) < 2:
             name = "plain" if family is plain else "resnet"
-            findings.append(Finding(f"deeper {name} nets: training error {words} the shallowest's", None,
-                                    "needs at least two depths"))
+            halves[above] = Finding(f"deeper {name} nets: training error {words} the shallowest's", None,
+                                    "needs at least two depths")
+            findings.append(halves[above])
             continue
         deep, shallow = family[-1], family[0]
         f = _compare(deep, shallow, "train_err", above,
                      f"{deep.net.name} training error {words} {shallow.net.name}'s (paper: yes)")
         f.detail += _throughout(summary, deep, shallow, above)
+        halves[above] = f
         findings.append(f)
         findings.append(_compare(deep, shallow, "test_err", above,
                                  f"{deep.net.name} test error {words} {shallow.net.name}'s (paper: yes)"))
@@ -124,7 +127,28 @@ def analyse(summary: Summary) -> Analysis:
                  "(Table 6). Error bars: one std over seeds.")]
     return Analysis(findings, table, groups, sections,
                     paper={"table6_test_err": {str(d): e for d, e in paper.TABLE6_TEST_ERR.items() if d in depths},
-                           "fig6": [paper.FIG6_PLAIN, paper.FIG6_RESNET]})
+                           "fig6": [paper.FIG6_PLAIN, paper.FIG6_RESNET]},
+                    verdict=_verdict(summary, halves[True], halves[False]))
+
+
+def _verdict(summary: Summary, plain: Finding, res: Finding) -> str:
+    budget = summary.meta.get("budget")
+    if plain.held is None or res.held is None:
+        return "not every half of Figure 6 could be tested yet (a family has fewer than two finished depths)."
+    if plain.held and res.held:
+        return (f"both halves of Figure 6 show at the `{budget}` budget: the deeper plain net trains worse than the "
+                "shallower one (degradation), and the deeper ResNet trains better.")
+    steps = max((r.steps for n in summary.nets for r in n.runs), default=0)
+    parts = [("the plain half shows: the deeper plain net trains worse than the shallower one (degradation)"
+              if plain.held else "the plain half does not show: the deeper plain net does not train worse"),
+             ("the residual half shows: the deeper ResNet trains better" if res.held else
+              "the residual half does not show: the deeper ResNet has not overtaken the shallower one yet")]
+    return (f"degradation does not fully show at the `{budget}` budget: {parts[0]}; {parts[1]}. Deeper nets start "
+            f"slower, residual or not, and these runs stop after {steps:,} iterations where the paper trains for "
+            f"64,000. {SHORT_BUDGET_NOTE}")
+
+
+SHORT_BUDGET_NOTE = "Try a longer budget (`--budget cpu-90min`, or `--budget full` on a GPU)."
 
 
 EXPERIMENT = ExperimentDef(

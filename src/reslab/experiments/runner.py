@@ -165,6 +165,7 @@ class Analysis:
     groups: dict[str, list[Path]]  # figure panels
     sections: list[tuple[str, str]]  # (heading, markdown) after the figure
     paper: dict[str, Any]  # the paper's numbers used, for results.json
+    verdict: str = ""  # a paragraph after the findings: what the findings add up to
 
 
 @dataclass(frozen=True)
@@ -522,7 +523,7 @@ def render_training_experiment(exp_dir: str | Path, exp: ExperimentDef | None = 
         "wall_time": {"elapsed": round(elapsed, 3), "training_sum": round(training, 3)},
         "runs_finished": finished, "runs_planned": len(runs),
         "nets": [n.to_dict() for n in summary.nets],
-        "findings": [f.to_dict() for f in analysis.findings], "paper": analysis.paper,
+        "findings": [f.to_dict() for f in analysis.findings], "verdict": analysis.verdict, "paper": analysis.paper,
     }
     atomic_write_text(exp_dir / "results.json", json.dumps(results, indent=2) + "\n")
 
@@ -536,6 +537,8 @@ def render_training_experiment(exp_dir: str | Path, exp: ExperimentDef | None = 
              "## Ours beside the paper", "", analysis.table, "",
              "## Findings", "", "Each claim of the paper, and whether these runs show it:", "",
              *[f.markdown() for f in analysis.findings]]
+    if analysis.verdict:
+        intro += ["", f"**Verdict**: {analysis.verdict}"]
     if finished < len(runs):
         intro += ["", f"**Unfinished**: {len(runs) - finished} run(s) are not finished; the numbers are partial. "
                       "Run the same command again to continue."]
