@@ -240,3 +240,16 @@ def test_out_holding_another_budget_is_refused(copy):
         reproduce("degradation", "--budget", "cpu-5min", "--data", "embedded", "--out", copy)
     with pytest.raises(ReslabError, match="choose another --out"):
         reproduce("depth", *TINY, "--out", copy)
+
+
+def test_auto_budget_continues_the_recorded_budget_else_picks_by_device(copy, capsys):
+    from reslab.experiments import resolve_budget
+
+    before = snapshot(copy)
+    assert reproduce("degradation", "--data", "embedded", "--threads", "1", "--depths", "20,32", "--out", copy) == 0
+    assert "budget tiny (auto" in capsys.readouterr().out
+    assert snapshot(copy) == before  # every run reused, nothing retrained
+    assert json.loads((copy / "experiment.json").read_text())["budget"] == "tiny"
+    assert resolve_budget("degradation", "auto", "cpu", None) == "cpu-30min"
+    assert resolve_budget("depth", "auto", "cpu", copy) == "cpu-30min"  # copy holds a degradation experiment
+    assert resolve_budget("depth", "cpu-5min", "cpu", copy) == "cpu-5min"

@@ -31,12 +31,13 @@ from .budgets import BUDGETS, Budget, get_budget
 from .runner import ExperimentDef, read_experiment, render_training_experiment, run_training_experiment
 
 __all__ = ["EXPERIMENTS", "BUDGETS", "Budget", "ExperimentDef", "add_reproduce_args", "run_reproduce",
-           "render_experiment", "reproduce", "get_budget"]
+           "resolve_budget", "render_experiment", "reproduce", "get_budget"]
 
 EXPERIMENTS: dict[str, ExperimentDef] = {e.name: e for e in (degradation.EXPERIMENT, shortcuts.EXPERIMENT,
                                                              depth.EXPERIMENT)}
 NAMES = (*EXPERIMENTS, "responses")
-DEFAULT_BUDGET = "cpu-30min"
+DEFAULT_BUDGET = "auto"
+CPU_BUDGET = "cpu-30min"
 
 
 def _check_name(experiment: str) -> None:
@@ -59,7 +60,9 @@ def reproduce(experiment: str, paths: Sequence[str | Path] = (), *, out: str | P
         experiment: ``degradation``, ``shortcuts``, ``depth`` or ``responses``.
         paths: ``responses`` only: run or experiment directories to measure.
         out: the experiment directory (default ``runs/<experiment>-<budget>``, ``runs/responses``).
-        budget: ``full`` (the paper's schedule), ``cpu-30min``, ``cpu-5min`` or ``tiny``.
+        budget: ``full`` (the paper's schedule), ``cpu-90min``, ``cpu-30min``, ``cpu-5min``, ``tiny``, or
+            ``auto`` (the default): the budget already recorded in ``out`` when it holds this
+            experiment, else ``full`` on a GPU and ``cpu-30min`` on a CPU.
         data: ``cifar10`` (default), ``imagefolder:PATH`` or ``embedded``.
         data_dir: where to look for the dataset's files first.
         seeds: runs per net; the tables then give mean ± std.
@@ -107,10 +110,28 @@ def _reproduce(experiment: str, paths: Sequence[str | Path], *, out, budget, dat
     if paths:
         raise ReslabError(f"{experiment} takes no directories (got {' '.join(map(str, paths))}); "
                           "only 'responses' measures existing runs. Use --out for the experiment directory")
-    get_budget(budget)
+    budget = resolve_budget(experiment, budget, device, out)
     return run_training_experiment(EXPERIMENTS[experiment], out=out or f"runs/{experiment}-{budget}", budget=budget,
                                    data=data, data_dir=data_dir, seeds=seeds, depths=depths, device=device,
                                    dry_run=dry_run, command=command)
+
+
+def resolve_budget(experiment: str, budget: str, device: str, out: str | Path | None) -> str:
+    """``auto``: the budget ``out`` was started with, else ``full`` on a GPU and ``cpu-30min`` on a CPU."""
+    if budget != "auto":
+        get_budget(budget)
+        return budget
+    if out is not None and (Path(out) / "experiment.json").is_file():
+        old = read_experiment(Path(out))
+        if old.get("experiment") == experiment and old.get("budget") in BUDGETS:
+            print(f"budget {old['budget']} (auto: the budget {out} was started with)", flush=True)
+            return str(old["budget"])
+    from ..train.distributed import resolve_device
+
+    chosen = "full" if resolve_device(device).type == "cuda" else CPU_BUDGET
+    why = "a GPU: the paper's schedule" if chosen == "full" else "no GPU; --budget full for the paper's schedule"
+    print(f"budget {chosen} (auto: {why})", flush=True)
+    return chosen
 
 
 def render_experiment(exp_dir: str | Path) -> Path:
@@ -137,9 +158,10 @@ def add_reproduce_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None,
                         help="experiment directory (default runs/EXPERIMENT-BUDGET; runs/responses)")
     parser.add_argument("--budget", default=DEFAULT_BUDGET,
-                        help=f"training budget, one of {', '.join(BUDGETS)} (default {DEFAULT_BUDGET}): full is the "
-                             "paper's 64k-iteration schedule (for a GPU), the cpu-* presets shorten it for a CPU, tiny "
-                             "takes seconds (tests); the report states the preset's settings")
+                        help=f"training budget, one of {', '.join(BUDGETS)}, auto (default: full on a GPU, {CPU_BUDGET} on a "
+                             "CPU, or the budget --out was started with): full is the paper's 64k-iteration schedule, "
+                             "the cpu-* presets shorten it for a CPU, tiny takes seconds (tests); the report states the "
+                             "preset's settings")
     parser.add_argument("--seeds", type=int, default=1, help="runs per net; tables give mean ± std (default 1)")
     parser.add_argument("--depths", default=None, help="comma-separated depths, e.g. 20,32,44,56,110,1202")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
