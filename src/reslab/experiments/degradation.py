@@ -54,7 +54,7 @@ def _throughout(summary: Summary, deep: NetResult, shallow: NetResult, above: bo
     if not common:
         return ""
     n = sum((d[k] > s[k]) if above else (d[k] < s[k]) for k in common)
-    return f"; at {n} of {len(common)} epochs"
+    return f"; {'above' if above else 'below'} at {n} of the {len(common)} epochs"
 
 
 def _family(summary: Summary, group: str) -> list[NetResult]:
