@@ -26,7 +26,8 @@ def table() -> str:
             info = reslab.model_info(reslab.create_model(name), entry.input_size)
         size = "x".join(map(str, entry.input_size))
         macs = f"{info.macs / 1e9:.3f}G" if info.macs >= 1e8 else f"{info.macs / 1e6:.2f}M"
-        rows.append(f"| {name} | {entry.family} | {size} | {info.params / 1e6:.3g}M | {macs} | {entry.paper} |")
+        params = f"{info.params / 1e6:.2f}M" if info.params >= 1e5 else f"{info.params / 1e3:.1f}K"
+        rows.append(f"| {name} | {entry.family} | {size} | {params} | {macs} | {entry.paper} |")
     return "\n".join(rows)
 
 

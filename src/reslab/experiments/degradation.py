@@ -65,6 +65,7 @@ def analyse(summary: Summary) -> Analysis:
     plain, res = _family(summary, PLAIN), _family(summary, RESNET)
     findings: list[Finding] = []
     halves: dict[bool, Finding] = {}  # the training-error claim of each half of Figure 6
+    res_test: Finding | None = None  # the residual half's test-error claim
     for family, above, words in ((plain, True, "above"), (res, False, "below")):
         if len(family) < 2:
             name = "plain" if family is plain else "resnet"
@@ -78,8 +79,11 @@ def analyse(summary: Summary) -> Analysis:
         f.detail += _throughout(summary, deep, shallow, above)
         halves[above] = f
         findings.append(f)
-        findings.append(_compare(deep, shallow, "test_err", above,
-                                 f"{deep.net.name} test error {words} {shallow.net.name}'s (paper: yes)"))
+        tests = _compare(deep, shallow, "test_err", above,
+                         f"{deep.net.name} test error {words} {shallow.net.name}'s (paper: yes)")
+        if not above:
+            res_test = tests
+        findings.append(tests)
         means = [n.stat("train_err").mean for n in family]
         if len(family) > 2 and None not in means:
             ordered = all((x < y) if above else (x > y) for x, y in zip(means, means[1:]))
@@ -128,16 +132,23 @@ def analyse(summary: Summary) -> Analysis:
     return Analysis(findings, table, groups, sections,
                     paper={"table6_test_err": {str(d): e for d, e in paper.TABLE6_TEST_ERR.items() if d in depths},
                            "fig6": [paper.FIG6_PLAIN, paper.FIG6_RESNET]},
-                    verdict=_verdict(summary, halves[True], halves[False]))
+                    verdict=_verdict(summary, halves[True], halves[False], res_test))
 
 
-def _verdict(summary: Summary, plain: Finding, res: Finding) -> str:
+def _verdict(summary: Summary, plain: Finding, res: Finding, res_test: Finding | None = None) -> str:
     budget = summary.meta.get("budget")
     if plain.held is None or res.held is None:
         return "not every half of Figure 6 could be tested yet (a family has fewer than two finished depths)."
     if plain.held and res.held:
+        tail = ""
+        if res_test is not None and res_test.held is False:
+            n = (summary.meta.get("data_counts") or {}).get("train")
+            images = f"{n:,} training images" if isinstance(n, int) else "training images"
+            tail = (f" The deeper ResNet's test error is not lower, though ({res_test.detail}): it fits the "
+                    f"{images} better but does not "
+                    "generalise better from them; the paper's test-error gain comes with 50k images and 64k iterations.")
         return (f"both halves of Figure 6 show at the `{budget}` budget: the deeper plain net trains worse than the "
-                "shallower one (degradation), and the deeper ResNet trains better.")
+                "shallower one (degradation), and the deeper ResNet trains better." + tail)
     steps = max((r.steps for n in summary.nets for r in n.runs), default=0)
     parts = [("the plain half shows: the deeper plain net trains worse than the shallower one (degradation)"
               if plain.held else "the plain half does not show: the deeper plain net does not train worse"),
