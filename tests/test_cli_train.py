@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from reslab.cli import main
+from reslab.train.config import load_recipe
 
 FAST = ["--data", "embedded", "--iterations", "6", "--batch-size", "32", "--set", "val_size=200",
         "--no-progress", "--set", "tensorboard=false"]
@@ -50,7 +51,13 @@ def test_predict_prints_top5_for_any_pil_format(run, tmp_path, capsys):
 
 
 def test_resume_continues_from_the_saved_step(run, capsys):
+    import yaml
+
+    before = yaml.safe_load((run / "config.yaml").read_text())
+    assert before["batch_size"] == 32 and before["batch_size"] != load_recipe("short_cpu")["batch_size"]
     assert main(["train", "resnet20", "--resume", str(run), "--iterations", "9", "--no-progress"]) == 0
+    after = yaml.safe_load((run / "config.yaml").read_text())
+    assert after == {**before, "iterations": 9}  # the run's own settings, not its recipe's, carry on
     steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     epochs = [e for e in steps if e["event"] == "epoch"]
     assert epochs[-1]["step"] == 9

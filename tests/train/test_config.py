@@ -78,3 +78,18 @@ def test_unknown_recipe_keys_and_names(tmp_path):
         make_config(recipe=str(bad), model="resnet20")
     with pytest.raises(ReslabError, match="unknown recipe 'paper_cifar11'"):
         make_config(recipe="paper_cifar11", model="resnet20")
+
+
+def test_a_saved_config_resolves_to_itself_even_where_it_left_its_recipe():
+    cfg = make_config(recipe="short_cpu", model="resnet20", epochs=8, batch_size=32, lr=0.05)
+    saved = cfg.to_dict()
+    assert make_config(saved) == cfg  # what --resume and --config runs/x/config.yaml rebuild
+    assert make_config(saved, epochs=12).epochs == 12 and make_config(saved, epochs=12).batch_size == 32
+
+
+def test_a_partial_config_sits_on_its_recipe_and_an_explicit_recipe_replaces_it():
+    recipe = load_recipe("short_cpu")
+    partial = make_config({"recipe": "short_cpu", "model": "resnet20", "epochs": 3})
+    assert partial.epochs == 3 and partial.lr == recipe["lr"] and partial.schedule == recipe["schedule"]
+    switched = make_config({"recipe": "short_cpu", "model": "resnet20", "lr": 0.01}, recipe="paper_cifar10")
+    assert switched.recipe == "paper_cifar10" and switched.lr == 0.1 and switched.iterations == 64000

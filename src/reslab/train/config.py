@@ -161,18 +161,27 @@ def check_keys(data: dict[str, Any], where: str) -> None:
 
 
 def make_config(base: dict[str, Any] | None = None, recipe: str | None = None, **overrides: Any) -> RunConfig:
-    """Resolve a config: defaults <- ``base`` (e.g. a saved config.yaml) <- recipe <- overrides.
+    """Resolve a config.
 
-    ``None`` overrides are ignored, so unset command-line flags leave the recipe's values.
+    ``base`` (e.g. a saved ``config.yaml``, or a partial YAML) sits on top of the recipe it names:
+    defaults <- base's recipe <- ``base`` <- overrides, so a run's saved config resolves to itself
+    (a resume or ``--config`` rerun keeps the epochs, lr, ... the run was started with, even where
+    they differ from the recipe's). An explicit ``recipe`` replaces the base's values with the
+    recipe's: defaults <- ``base`` <- ``recipe`` <- overrides. ``None`` overrides are ignored, so
+    unset command-line flags leave the values below them.
     """
     values: dict[str, Any] = {}
     if base:
         check_keys(base, "the config file")
-        values.update(base)
-    recipe = recipe or values.get("recipe")
     if recipe:
+        values.update(base or {})
         values.update(load_recipe(recipe))
         values["recipe"] = recipe
+    elif base and base.get("recipe"):
+        values.update(load_recipe(base["recipe"]))
+        values.update(base)
+    else:
+        values.update(base or {})
     given = {k: v for k, v in overrides.items() if v is not None}
     check_keys(given, "the overrides")
     values.update(given)
