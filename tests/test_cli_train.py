@@ -99,3 +99,32 @@ def test_report_rerenders(run, capsys):
     (run / "report.md").unlink()
     assert main(["report", str(run)]) == 0
     assert (run / "report.md").is_file()
+
+
+def _folder(root, classes, n=12):
+    import numpy as np
+
+    for split in ("train", "test"):
+        for k, cls in enumerate(classes):
+            (root / split / cls).mkdir(parents=True)
+            for j in range(n):
+                rng = np.random.default_rng(k * 100 + j)
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / split / cls / f"{j}.png")
+
+
+def test_image_folder_run_is_evaluated_from_any_directory(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    monkeypatch.setenv("RESLAB_CACHE", str(tmp_path / "cache"))
+    _folder(tmp_path / "imgs", ["ant", "bee"])
+    _folder(tmp_path / "other", ["cat", "dog"])
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "resnet20", "--data", "imagefolder:imgs", "--iterations", "2", "--batch-size", "8",
+                 "--set", "val_size=4", "--no-progress", "--set", "tensorboard=false", "--out", "run"]) == 0
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"] == f"imagefolder:{tmp_path / 'imgs'}"
+    monkeypatch.chdir(tmp_path / "imgs")
+    assert main(["eval", str(tmp_path / "run"), "--device", "cpu"]) == 0
+    assert "24 images" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "run"), "--data", f"imagefolder:{tmp_path / 'other'}", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "the run was trained on ant, bee" in err and len(err.strip().splitlines()) == 1

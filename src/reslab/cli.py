@@ -217,6 +217,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", default=None, help="center, 10crop or multiscale (default: the recipe's)")
     p.add_argument("--split", default="test", choices=["test", "val"])
     p.add_argument("--checkpoint", default="best", help="best, last or a .safetensors path")
+    p.add_argument("--data", default=None,
+                   help="the dataset to evaluate on (default: the run's), e.g. imagefolder:PATH when the images moved")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=256)
@@ -239,11 +241,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ctx = init_distributed(device)  # under torchrun each rank evaluates a disjoint shard
     run = load_run(args.run_dir, args.checkpoint, device)
     cfg = run.config
-    splits = load_dataset(cfg.data, data_dir=args.data_dir or cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed,
+    data_name = args.data or cfg.data
+    splits = load_dataset(data_name, data_dir=args.data_dir or cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed,
                           skip_bad=cfg.skip_bad, image_size=cfg.image_size)
+    if list(splits.classes) != list(run.classes):
+        raise ReslabError(f"{data_name} has classes {', '.join(map(str, splits.classes[:5]))}... but the run was trained "
+                          f"on {', '.join(map(str, run.classes[:5]))}...; give the data it was trained on")
     data = splits.test if args.split == "test" else splits.val
     if data is None or len(data) == 0:
-        raise ReslabError(f"{cfg.data} has no {args.split} split to evaluate")
+        raise ReslabError(f"{data_name} has no {args.split} split to evaluate")
     protocol = args.protocol or cfg.test_protocol
     res = evaluate(run.model, data, normalizer=run.normalizer, num_classes=len(run.classes), protocol=protocol,
                    batch_size=args.batch_size, device=device, pad=cfg.pad, crop_size=cfg.crop_size,

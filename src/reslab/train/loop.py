@@ -9,6 +9,7 @@ checkpoint kept). Under torchrun it runs as one rank of DistributedDataParallel.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -268,6 +269,9 @@ def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool
     t_start = time.time()
     device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
     ctx = init_distributed(device)
+    if cfg.data.startswith("imagefolder:") and not resume:
+        # recorded absolute, so eval/predict/resume work from any directory
+        cfg = dataclasses.replace(cfg, data="imagefolder:" + os.path.abspath(os.path.expanduser(cfg.data[12:])))
     if out is None:
         stamp = ctx.broadcast_object(time.strftime("%Y%m%d-%H%M%S"))
         out = Path("runs") / f"{cfg.model}-{cfg.data.split(':')[0]}-{stamp}"
