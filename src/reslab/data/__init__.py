@@ -8,6 +8,7 @@ from .datasets import (
     DatasetSplits,
     FileImages,
     TensorImages,
+    canonical_data_name,
     dataset_names,
     load_dataset,
     read_idx,
@@ -17,6 +18,7 @@ from .datasets import (
 from .download import cache_dir
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "DatasetSplits", "FileImages", "TensorImages", "cache_dir", "dataset_names", "load_dataset",
+    "IMAGE_EXTENSIONS", "DatasetSplits", "FileImages", "TensorImages", "cache_dir", "canonical_data_name",
+    "dataset_names", "load_dataset",
     "read_idx", "stratified_split", "write_idx",
 ]

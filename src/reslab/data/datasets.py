@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = [
-    "TensorImages", "FileImages", "DatasetSplits", "load_dataset", "dataset_names", "IMAGE_EXTENSIONS",
+    "TensorImages", "FileImages", "DatasetSplits", "load_dataset", "dataset_names", "canonical_data_name",
+    "IMAGE_EXTENSIONS",
     "stratified_split", "read_idx", "parse_idx", "write_idx", "EMBEDDED_DIR",
 ]
 
@@ -91,6 +92,15 @@ _decodes = 0  # images decoded from files since import; tests read it to prove a
 def dataset_names() -> list[str]:
     """The dataset names :func:`load_dataset` accepts (``imagefolder:`` takes a path)."""
     return ["cifar10", "cifar100", "mnist", "fashion_mnist", "embedded", "imagefolder:PATH"]
+
+
+def canonical_data_name(name: str) -> str:
+    """``name`` as a run records it: an image folder by absolute path, so the run does not depend on
+    the directory reslab was started from; every other name unchanged."""
+    if name.lower().startswith("imagefolder:"):
+        path = name.split(":", 1)[1]
+        return "imagefolder:" + str(Path(path).expanduser().absolute()) if path else name
+    return name
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def analyse(summary: Summary) -> Analysis:
     plain, res = _family(summary, PLAIN), _family(summary, RESNET)
     findings: list[Finding] = []
     halves: dict[bool, Finding] = {}  # the training-error claim of each half of Figure 6
-    res_test: Finding | None = None  # the residual half's test-error claim
+    tests: dict[bool, Finding] = {}  # and its test-error claim
     for family, above, words in ((plain, True, "above"), (res, False, "below")):
         if len(family) < 2:
             name = "plain" if family is plain else "resnet"
@@ -79,11 +79,9 @@ def analyse(summary: Summary) -> Analysis:
         f.detail += _throughout(summary, deep, shallow, above)
         halves[above] = f
         findings.append(f)
-        tests = _compare(deep, shallow, "test_err", above,
-                         f"{deep.net.name} test error {words} {shallow.net.name}'s (paper: yes)")
-        if not above:
-            res_test = tests
-        findings.append(tests)
+        tests[above] = _compare(deep, shallow, "test_err", above,
+                                f"{deep.net.name} test error {words} {shallow.net.name}'s (paper: yes)")
+        findings.append(tests[above])
         means = [n.stat("train_err").mean for n in family]
         if len(family) > 2 and None not in means:
             ordered = all((x < y) if above else (x > y) for x, y in zip(means, means[1:]))
@@ -132,7 +130,7 @@ def analyse(summary: Summary) -> Analysis:
     return Analysis(findings, table, groups, sections,
                     paper={"table6_test_err": {str(d): e for d, e in paper.TABLE6_TEST_ERR.items() if d in depths},
                            "fig6": [paper.FIG6_PLAIN, paper.FIG6_RESNET]},
-                    verdict=_verdict(summary, halves[True], halves[False], res_test))
+                    verdict=_verdict(summary, halves[True], halves[False], tests.get(False)))
 
 
 def _verdict(summary: Summary, plain: Finding, res: Finding, res_test: Finding | None = None) -> str:

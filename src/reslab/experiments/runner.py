@@ -220,16 +220,8 @@ def check_seeds(seeds: Any) -> int:
     return seeds
 
 
-def _normalise_data(data: str) -> str:
-    # An image folder is recorded by absolute path, so the runs do not depend on the directory
-    # reslab was started from.
-    if data.lower().startswith("imagefolder:"):
-        path = data.split(":", 1)[1]
-        return "imagefolder:" + str(Path(path).expanduser().absolute()) if path else data
-    return data
-
-
 # -- experiment.json ----------------------------------------------------------------------------------
+
 def read_experiment(exp_dir: Path) -> dict[str, Any]:
     path = Path(exp_dir) / "experiment.json"
     try:
@@ -338,7 +330,9 @@ def run_training_experiment(exp: ExperimentDef, *, out: str | Path, budget: str 
     n_seeds = check_seeds(seeds)
     if not isinstance(data, str) or not data.strip():
         raise ReslabError("--data must name a dataset, e.g. cifar10, embedded or imagefolder:PATH")
-    data = _normalise_data(data.strip())
+    from ..data import canonical_data_name
+
+    data = canonical_data_name(data.strip())
     exp_dir = Path(out)
     nets = exp.nets(depth_list)
     plan = [(net, seed) for seed in range(n_seeds) for net in nets]

@@ -26,9 +26,9 @@ from torch.utils.checkpoint import checkpoint
 
 from ..errors import ReslabError
 from .base import Backbone, ClassifierHead, FeatureInfo, SpecBuilder
-from .layers import conv1x1, conv3x3
+from .layers import conv1x1, conv3x3, make_stem
 from .registry import register_model
-from .weights import register_torchvision_converter
+from .weights import register_torchvision_converter, rename_keys
 
 __all__ = ["DenseNetSpec", "DenseNet", "DenseLayer", "DenseBlock", "Transition"]
 
@@ -225,17 +225,8 @@ class DenseNet(Backbone):
         self.in_chans = in_chans
         chs = spec.stem_channels
 
-        stem = nn.Sequential()
-        if spec.stem == "imagenet":
-            stem.add_module("conv", nn.Conv2d(in_chans, chs, 7, stride=2, padding=3, bias=False))
-            stem.add_module("bn", nn.BatchNorm2d(chs))
-            stem.add_module("act", nn.ReLU(inplace=True))
-            stem.add_module("pool", nn.MaxPool2d(3, stride=2, padding=1))
-            reduction = 4
-        else:  # the first dense layer normalises its input, so the CIFAR stem is a bare conv
-            stem.add_module("conv", conv3x3(in_chans, chs))
-            reduction = 1
-        self.stem = stem
+        # the first dense layer normalises its input, so the CIFAR stem is a bare conv
+        self.stem, reduction = make_stem(spec.stem, in_chans, chs, cifar_norm=False)
         self.feature_info = [FeatureInfo(chs, reduction, "stem")]
 
         stages = []
@@ -290,12 +281,7 @@ _TV_RULES = [
 @register_torchvision_converter(DenseNet)
 def _from_tv(model: DenseNet, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename torchvision DenseNet keys (``features.denseblock1.denselayer1.norm1.weight``, ...)."""
-    out = {}
-    for key, value in state_dict.items():
-        for pattern, repl in _TV_RULES:
-            key = pattern.sub(repl, key)
-        out[key] = value
-    return out
+    return rename_keys(state_dict, _TV_RULES)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import ReslabError
 from .base import AuxOutput, Backbone, ClassifierHead, FeatureInfo, SpecBuilder
 from .registry import register_model
-from .weights import StateDict, register_torchvision_converter
+from .weights import StateDict, register_torchvision_converter, rename_keys
 
 __all__ = [
     "Conv", "Pool", "LRN", "Split", "Block", "AuxHeadSpec", "InceptionLayout",
@@ -627,14 +627,6 @@ register_model(SpecBuilder(InceptionV3, InceptionV3Spec()), name="inception_v3",
 # ---------------------------------------------------------------------------------------------
 # torchvision state dicts
 
-def _rename(state_dict: StateDict, rules: list[tuple[re.Pattern, object]]) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state_dict.items():
-        for pattern, repl in rules:
-            key = pattern.sub(repl, key)
-        out[key] = value
-    return out
-
 
 def _drop_aux_if_absent(model: InceptionNet, state_dict: StateDict, prefixes: tuple[str, ...]) -> StateDict:
     # torchvision's own pretrained loaders discard the auxiliary heads the same way.
@@ -668,7 +660,7 @@ def _googlenet_from_tv(model: GoogLeNet, state_dict: StateDict) -> dict[str, tor
             f"torchvision's googlenet differs from this one in {', '.join(sorted(wrong))}: build it with "
             f"create_model('googlenet', {options}) to load its weights"
         )
-    return _rename(_drop_aux_if_absent(model, state_dict, ("aux1.", "aux2.")), _GOOGLENET_RULES)
+    return rename_keys(_drop_aux_if_absent(model, state_dict, ("aux1.", "aux2.")), _GOOGLENET_RULES)
 
 
 # torchvision's InceptionA..E branch attributes -> (branch, layer[, part]) of our modules.
@@ -700,4 +692,4 @@ def _inception_v3_from_tv(model: InceptionV3, state_dict: StateDict) -> dict[str
     if not math.isclose(model.spec.bn_eps, 1e-3):
         raise ReslabError(f"torchvision's inception_v3 uses bn_eps=0.001, this model {model.spec.bn_eps}: "
                           "build it with the default bn_eps to load its weights")
-    return _rename(_drop_aux_if_absent(model, state_dict, ("AuxLogits.",)), _V3_RULES)
+    return rename_keys(_drop_aux_if_absent(model, state_dict, ("AuxLogits.",)), _V3_RULES)

@@ -49,6 +49,28 @@ class ProjectionShortcut(nn.Sequential):
             self.bn = nn.BatchNorm2d(out_chs)
 
 
+def make_stem(kind: str, in_chs: int, out_chs: int, cifar_norm: bool = True) -> tuple[nn.Sequential, int]:
+    """The stem of a ResNet-style net and its reduction (output stride).
+
+    ``imagenet``: 7x7/2 conv, BN, ReLU, 3x3/2 max-pool (reduction 4), as in He et al. 2015 and
+    DenseNet. ``cifar``: one 3x3 conv (reduction 1), followed by BN and ReLU when ``cifar_norm``
+    (a pre-activation net or a DenseNet normalises inside its first unit instead). The modules are
+    named ``conv``, ``bn``, ``act``, ``pool``.
+    """
+    stem = nn.Sequential()
+    if kind == "imagenet":
+        stem.add_module("conv", nn.Conv2d(in_chs, out_chs, 7, stride=2, padding=3, bias=False))
+        stem.add_module("bn", nn.BatchNorm2d(out_chs))
+        stem.add_module("act", nn.ReLU(inplace=True))
+        stem.add_module("pool", nn.MaxPool2d(3, stride=2, padding=1))
+        return stem, 4
+    stem.add_module("conv", conv3x3(in_chs, out_chs))
+    if cifar_norm:
+        stem.add_module("bn", nn.BatchNorm2d(out_chs))
+        stem.add_module("act", nn.ReLU(inplace=True))
+    return stem, 1
+
+
 def make_shortcut(option: str, in_chs: int, out_chs: int, stride: int, norm: bool = True) -> nn.Module:
     """The shortcut for one block: identity, zero-pad (A) or projection (B where needed, C always)."""
     changes = in_chs != out_chs or stride != 1

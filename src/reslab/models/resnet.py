@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import ReslabError
 from .base import Backbone, ClassifierHead, FeatureInfo, SpecBuilder
-from .layers import NONLOCAL_MODES, GlobalContext, NonLocal, SqueezeExcitation, conv1x1, conv3x3, make_shortcut
+from .layers import NONLOCAL_MODES, GlobalContext, NonLocal, SqueezeExcitation, conv1x1, conv3x3, make_shortcut, make_stem
 from .registry import register_model
 
 __all__ = ["ResNetSpec", "ResNet", "BasicBlock", "Bottleneck"]
@@ -305,20 +305,8 @@ class ResNet(Backbone):
         self.in_chans = in_chans
         stem_chs = spec.widths[0]
 
-        stem = nn.Sequential()
-        if spec.stem == "imagenet":
-            stem.add_module("conv", nn.Conv2d(in_chans, stem_chs, 7, stride=2, padding=3, bias=False))
-            stem.add_module("bn", nn.BatchNorm2d(stem_chs))
-            stem.add_module("act", nn.ReLU(inplace=True))
-            stem.add_module("pool", nn.MaxPool2d(3, stride=2, padding=1))
-            reduction = 4
-        else:
-            stem.add_module("conv", conv3x3(in_chans, stem_chs))
-            if not spec.preact:  # a pre-activation net normalises inside its first unit
-                stem.add_module("bn", nn.BatchNorm2d(stem_chs))
-                stem.add_module("act", nn.ReLU(inplace=True))
-            reduction = 1
-        self.stem = stem
+        # a pre-activation net normalises inside its first unit
+        self.stem, reduction = make_stem(spec.stem, in_chans, stem_chs, cifar_norm=not spec.preact)
         self.feature_info = [FeatureInfo(stem_chs, reduction, "stem")]
 
         block_cls = BasicBlock if spec.block == "basic" else Bottleneck

@@ -86,14 +86,25 @@ _TV_RULES = [
 ]
 
 
-def torchvision_to_reslab_key(key: str) -> str:
-    """Rename one torchvision ResNet state-dict key to reslab's layout."""
-    for pattern, repl in _TV_RULES:
+RenameRules = list[tuple["re.Pattern[str]", object]]
+StateDict = Mapping[str, torch.Tensor]
+
+
+def rename_key(key: str, rules: RenameRules) -> str:
+    """Apply each ``(pattern, replacement)`` rule to ``key`` in order (``re.sub`` semantics)."""
+    for pattern, repl in rules:
         key = pattern.sub(repl, key)
     return key
 
 
-StateDict = Mapping[str, torch.Tensor]
+def rename_keys(state_dict: StateDict, rules: RenameRules) -> dict[str, torch.Tensor]:
+    """A state dict with every key renamed by :func:`rename_key`; the tensors are shared, not copied."""
+    return {rename_key(k, rules): v for k, v in state_dict.items()}
+
+
+def torchvision_to_reslab_key(key: str) -> str:
+    """Rename one torchvision ResNet state-dict key to reslab's layout."""
+    return rename_key(key, _TV_RULES)
 _TV_CONVERTERS: dict[type, Callable[[nn.Module, StateDict], dict[str, torch.Tensor]]] = {}
 
 
@@ -120,7 +131,7 @@ def load_torchvision_state_dict(model: nn.Module, state_dict: StateDict) -> nn.M
     """
     convert = next((fn for cls, fn in _TV_CONVERTERS.items() if isinstance(model, cls)), None)
     if convert is None:
-        mapped = {torchvision_to_reslab_key(k): v for k, v in state_dict.items()}
+        mapped = rename_keys(state_dict, _TV_RULES)
     else:
         mapped = convert(model, state_dict)
     load_state_dict_checked(model, mapped, "a torchvision state dict")

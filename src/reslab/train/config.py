@@ -170,18 +170,12 @@ def make_config(base: dict[str, Any] | None = None, recipe: str | None = None, *
     recipe's: defaults <- ``base`` <- ``recipe`` <- overrides. ``None`` overrides are ignored, so
     unset command-line flags leave the values below them.
     """
-    values: dict[str, Any] = {}
-    if base:
-        check_keys(base, "the config file")
+    base = base or {}
+    check_keys(base, "the config file")
     if recipe:
-        values.update(base or {})
-        values.update(load_recipe(recipe))
-        values["recipe"] = recipe
-    elif base and base.get("recipe"):
-        values.update(load_recipe(base["recipe"]))
-        values.update(base)
+        values = {**base, **load_recipe(recipe), "recipe": recipe}
     else:
-        values.update(base or {})
+        values = {**(load_recipe(base["recipe"]) if base.get("recipe") else {}), **base}
     given = {k: v for k, v in overrides.items() if v is not None}
     check_keys(given, "the overrides")
     values.update(given)

@@ -263,15 +263,14 @@ def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool
         A :class:`FitResult`. Raises :class:`TrainingInterrupted` after saving on Ctrl-C/SIGTERM
         and :class:`TrainingDiverged` on a NaN/Inf loss.
     """
-    from ..data import load_dataset
+    from ..data import canonical_data_name, load_dataset
 
     cfg = config.validate()
     t_start = time.time()
     device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
     ctx = init_distributed(device)
-    if cfg.data.startswith("imagefolder:") and not resume:
-        # recorded absolute, so eval/predict/resume work from any directory
-        cfg = dataclasses.replace(cfg, data="imagefolder:" + os.path.abspath(os.path.expanduser(cfg.data[12:])))
+    if not resume:  # eval, predict and --resume then work from any directory
+        cfg = dataclasses.replace(cfg, data=canonical_data_name(cfg.data))
     if out is None:
         stamp = ctx.broadcast_object(time.strftime("%Y%m%d-%H%M%S"))
         out = Path("runs") / f"{cfg.model}-{cfg.data.split(':')[0]}-{stamp}"
