@@ -127,7 +127,7 @@ class _null:
 
 def _batches(model, data, norm, protocol, batch_size, device, pad, crop_size, scales, channels_last,
              num_workers, rank, world_size):
-    from .data.datasets import FileImages
+    from .data import FileImages
 
     lo, hi = _shard(len(data), rank, world_size)
     if isinstance(data, FileImages):

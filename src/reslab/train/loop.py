@@ -189,7 +189,7 @@ class _Progress:
 
 def build_pipeline(cfg: RunConfig, splits, device: torch.device, ctx: DistContext, normalizer=None):
     """Loaders for train/val and the normaliser, from the dataset splits and the recipe."""
-    from ..data.datasets import FileImages
+    from ..data import FileImages
     from ..data.loader import FileLoader, TensorLoader
     from ..data.transforms import Normalizer, ResizeCenterCrop, ScaleAugment, resize_short_side_ratio
 
