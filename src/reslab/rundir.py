@@ -1,0 +1,289 @@
+"""The run directory: the one module that knows its file names and how to read them back.
+
+A run directory (``runs/<name>/``) is written by one training process and read by everything
+else (eval, predict, report, demo, reproduce)::
+
+    config.yaml             the full resolved config (rerunning it reproduces the run)
+    metrics.jsonl           one JSON object per logged step / epoch / test / start / end
+    env.json                versions, device, threads, seed, git commit
+    classes.json            class names, in label order
+    preprocess.safetensors  the input normalisation and sizes the model was trained with
+    checkpoints/            last.safetensors + last.state.pt (resumable), best.safetensors
+    plots/*.png, report.md, report.html
+
+The reuse rules live here too (:func:`reuse_decision`), so the demo, the experiments and
+``reslab train`` agree on when a run is finished, resumable or to be started afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from .errors import ReslabError
+
+__all__ = [
+    "CONFIG", "METRICS", "ENV", "CLASSES", "PREPROCESS", "CHECKPOINTS", "PLOTS", "REPORT_MD", "REPORT_HTML",
+    "TENSORBOARD", "weights_file", "state_file", "is_run_dir", "read_config", "read_metrics", "last_record",
+    "run_status", "Run", "read_run", "reuse_decision",
+]
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+ENV = "env.json"
+CLASSES = "classes.json"
+PREPROCESS = "preprocess.safetensors"
+CHECKPOINTS = "checkpoints"
+PLOTS = "plots"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+TENSORBOARD = "tensorboard"
+
+
+def weights_file(run_dir: PathLike, tag: str) -> Path:
+    """``checkpoints/{tag}.safetensors`` (``tag``: ``last`` or ``best``)."""
+    return Path(run_dir) / CHECKPOINTS / f"{tag}.safetensors"
+
+
+def state_file(run_dir: PathLike, tag: str = "last") -> Path:
+    """``checkpoints/{tag}.state.pt``: optimizer, schedule, RNG states, step (``weights_only`` loadable)."""
+    return Path(run_dir) / CHECKPOINTS / f"{tag}.state.pt"
+
+
+def is_run_dir(path: PathLike) -> bool:
+    """A directory training has set up: it has ``config.yaml`` and ``checkpoints/``."""
+    path = Path(path)
+    return (path / CONFIG).is_file() and (path / CHECKPOINTS).is_dir()
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def read_config(run_dir: PathLike) -> dict[str, Any]:
+    """The run's ``config.yaml`` as a dict ({} when there is none yet); bad YAML is a user error."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        return {}
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ReslabError(f"{path} is not valid YAML ({_first_line(e)}): restore or fix it") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ReslabError(f"{path} must hold a mapping of config keys, got {type(loaded).__name__}")
+    return loaded or {}
+
+
+def read_metrics(path: PathLike) -> list[dict[str, Any]]:
+    """The JSON objects of a ``metrics.jsonl`` file (or of a run directory's), in order.
+
+    Unparsable lines are skipped: the last line is truncated when a process was killed mid-write.
+
+    Args:
+        path: the ``metrics.jsonl`` file, or the run directory holding it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise ReslabError(f"{path} does not exist: pass a run directory's metrics.jsonl") from None
+    lines = text.splitlines()
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            if i != len(lines) - 1:
+                log.warning("%s line %d is not a JSON object; skipped", path, i + 1)
+            continue
+        records.append(record)
+    return records
+
+
+def last_record(run_dir: PathLike, event: str) -> dict[str, Any]:
+    """The last ``metrics.jsonl`` record of ``event`` ({} when there is none or no metrics yet)."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return {}
+    found: dict[str, Any] = {}
+    for r in read_metrics(path):
+        if r.get("event") == event:
+            found = r
+    return found
+
+
+def run_status(run_dir: PathLike) -> str | None:
+    """The status of the run's last ``end`` record (``finished``, ``interrupted``, ``nan``), or
+    None while it has none (never started, running, or killed)."""
+    status = last_record(run_dir, "end").get("status")
+    return str(status) if status is not None else None
+
+
+def reuse_decision(run_dir: PathLike) -> Literal["reuse", "resume", "fresh"]:
+    """What to do with ``run_dir`` when asked to train into it again.
+
+    ``reuse``: it finished (or diverged: a NaN is a result, not a reason to retrain);
+    ``resume``: it has a config and a resumable checkpoint; ``fresh``: anything else (absent, or
+    stopped before its first checkpoint, when nothing in it is worth keeping).
+    """
+    if run_status(run_dir) in ("finished", "nan"):
+        return "reuse"
+    if (Path(run_dir) / CONFIG).is_file() and state_file(run_dir).is_file():
+        return "resume"
+    return "fresh"
+
+
+def _num(v: Any) -> float | int | None:
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _int_or_none(v: Any) -> int | None:
+    return int(v) if _num(v) is not None else None
+
+
+@dataclass
+class Run:
+    """What one run directory holds, parsed.
+
+    ``steps`` and ``epochs`` are sorted and hold one entry per step / epoch number: when a resumed
+    run logs a number again, the later line wins. ``tests`` holds one entry per
+    (split, protocol, checkpoint), the later line winning; ``end`` is the last "end" line or None
+    while the run is unfinished.
+    """
+
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    tests: list[dict[str, Any]] = field(default_factory=list)
+    end: dict[str, Any] | None = None
+    start: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        """The config's ``name``, else the directory name."""
+        name = self.config.get("name")
+        return str(name) if name not in (None, "") else self.path.name
+
+    @property
+    def has_val(self) -> bool:
+        return any(_num(e.get("val_err")) is not None for e in self.epochs)
+
+    def best_val(self) -> tuple[int | None, float | None]:
+        """(best epoch, best val error %): from the "end" line when there is one, else the epochs."""
+        if self.end is not None and _num(self.end.get("best_val_err")) is not None:
+            return _int_or_none(self.end.get("best_epoch")), float(self.end["best_val_err"])
+        scored = [(float(e["val_err"]), int(e["epoch"])) for e in self.epochs
+                  if _num(e.get("val_err")) is not None and not math.isnan(e["val_err"])]
+        if not scored:
+            return None, None
+        err, epoch = min(scored, key=lambda s: (s[0], s[1]))
+        return epoch, err
+
+    def wall_time(self) -> float | None:
+        """Seconds: the "end" line's ``wall_time``, else the latest ``time`` logged so far."""
+        if self.end is not None and _num(self.end.get("wall_time")) is not None:
+            return float(self.end["wall_time"])
+        times = [float(r["time"]) for r in (*self.steps, *self.epochs) if _num(r.get("time")) is not None]
+        return max(times) if times else None
+
+    def status(self) -> str:
+        if self.end is None:
+            return "unfinished"
+        return str(self.end.get("status", "finished"))
+
+    def test_errors(self, split: str = "test") -> dict[str, float]:
+        """Top-1 error (%) per protocol on ``split``; a ``best`` checkpoint's figure is preferred."""
+        out: dict[str, tuple[bool, float]] = {}
+        for t in self.tests:
+            if t.get("split", "test") != split or _num(t.get("top1_err")) is None:
+                continue
+            protocol = str(t.get("protocol", "center"))
+            is_best = t.get("checkpoint") == "best"
+            if protocol not in out or is_best or not out[protocol][0]:
+                out[protocol] = (is_best, float(t["top1_err"]))
+        return {p: err for p, (_, err) in out.items()}
+
+    def test_record(self, split: str = "test") -> dict[str, Any]:
+        """The last test record of ``split`` ({} when there is none)."""
+        found: dict[str, Any] = {}
+        for t in self.tests:
+            if t.get("split", "test") == split:
+                found = t
+        return found
+
+    def params(self) -> int | None:
+        """Parameter count, if the config or env recorded one."""
+        for source in (self.config, self.env):
+            for key in ("params", "num_params", "n_params"):
+                if _num(source.get(key)) is not None:
+                    return int(source[key])
+        return None
+
+
+def read_run(run_dir: PathLike) -> Run:
+    """Parse one run directory (``config.yaml``, ``env.json``, ``metrics.jsonl``).
+
+    A run that has only just started (no metrics yet, or no epoch finished) reads as a Run with
+    empty lists.
+
+    Args:
+        run_dir: the run directory, e.g. ``runs/resnet20``.
+    """
+    path = Path(run_dir)
+    env_file, metrics_file = path / ENV, path / METRICS
+    if not path.is_dir() or not ((path / CONFIG).exists() or metrics_file.exists()):
+        raise ReslabError(
+            f"{path} is not a run directory (no config.yaml or metrics.jsonl): pass a directory "
+            "that training wrote, e.g. runs/<name>"
+        )
+    config = read_config(path)
+    env: dict[str, Any] = {}
+    if env_file.exists():
+        try:
+            loaded = json.loads(env_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ReslabError(f"{env_file} is not valid JSON ({e.msg}): restore or delete it") from None
+        env = loaded if isinstance(loaded, dict) else {}
+
+    steps: dict[float, dict] = {}
+    epochs: dict[float, dict] = {}
+    tests: dict[tuple, dict] = {}
+    end = start = None
+    for r in read_metrics(metrics_file) if metrics_file.exists() else []:
+        event = r.get("event")
+        if event == "step" and _num(r.get("step")) is not None:
+            steps[r["step"]] = r
+        elif event == "epoch" and _num(r.get("epoch")) is not None:
+            epochs[r["epoch"]] = r
+        elif event == "test":
+            key = (r.get("split", "test"), r.get("protocol", "center"), r.get("checkpoint"))
+            tests.pop(key, None)  # re-insert so the order is that of the lines that won
+            tests[key] = r
+        elif event == "end":
+            end = r
+        elif event == "start" and start is None:
+            start = r
+    return Run(
+        path=path, config=config, env=env,
+        steps=[steps[k] for k in sorted(steps)], epochs=[epochs[k] for k in sorted(epochs)],
+        tests=list(tests.values()), end=end, start=start,
+    )
