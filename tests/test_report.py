@@ -1,8 +1,10 @@
 """Reports and plots rendered from run directories written in the training loop's real format."""
 
+import html
 import json
 import subprocess
 import sys
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import torch
 import yaml
 from PIL import Image
 
+from reslab._table import format_duration
 from reslab.errors import ReslabError
 from reslab.report import (
     markdown_to_html,
@@ -77,6 +80,41 @@ def md_table(md, first_header):
             break
         rows.append(dict(zip(header, (c.strip() for c in l.strip("|").split("|")))))
     return rows
+
+
+class _Tables(HTMLParser):
+    """The <table>s of an HTML page: per table its rows, per row (tag, text-align, text) per cell."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.cell = [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("th", "td"):
+            self.cell = [tag, (dict(attrs).get("style") or "").replace("text-align:", "") or None, ""]
+
+    def handle_endtag(self, tag):
+        if tag in ("th", "td"):
+            self.tables[-1][-1].append(tuple(self.cell))
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell[2] += data
+
+
+def html_table(page, first_header):
+    """Rows (header -> (text-align, text)) of the HTML table whose first header is ``first_header``."""
+    parser = _Tables()
+    parser.feed(page)
+    table = next(t for t in parser.tables if t[0][0] == ("th", t[0][0][1], first_header))
+    header = [text for _, _, text in table[0]]
+    assert all(tag == "th" for tag, _, _ in table[0]) and all(tag == "td" for row in table[1:] for tag, _, _ in row)
+    return [dict(zip(header, ((align, text) for _, align, text in row))) for row in table[1:]]
 
 
 def assert_png(path, min_side=300):
@@ -156,10 +194,15 @@ def test_run_report_numbers_equal_the_metrics(tmp_path):
     page = (d / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "<style>" in page
     assert '<img src="plots/curves.png"' in page
-    for e in epochs:  # every per-epoch row made it into the HTML table
+    html_rows = html_table(page, "epoch")
+    assert len(html_rows) == len(epochs)
+    for row, e in zip(html_rows, epochs):  # every per-epoch row made it into the HTML table, right-aligned
         cells = [str(e["epoch"]), f"{e['lr']:.4g}", f"{e['train_loss']:.4f}", f"{e['train_err']:.2f}",
                  f"{e['val_loss']:.4f}", f"{e['val_err']:.2f}"]
-        assert "<tr>" + "".join(f'<td style="text-align:right">{c}</td>' for c in cells) + "</tr>" in page
+        assert list(row.values()) == [("right", c) for c in cells]
+    tests_html = [(r["protocol"][1], r["top-1 err (%)"]) for r in html_table(page, "split")]
+    assert tests_html == [("center", ("right", "13.20")), ("10crop", ("right", "12.40"))]
+    assert "<li><strong>model</strong>: <code>resnet20</code></li>" in page
     assert not list(d.rglob("*.tmp"))  # atomic writes leave no temporaries behind
 
 
@@ -325,8 +368,11 @@ def test_comparison_report_lists_every_run(tmp_path):
         assert im.size[0] > 1.8 * im.size[1]
     page = (out / "report.html").read_text()
     assert '<img src="plots/compare.png"' in page and "<strong>plain</strong>" in page
-    for n in [*names, "resnet110"]:
-        assert f"<tr><td>{n}</td>" in page
+    html_rows = html_table(page, "run")
+    assert [r["run"][1] for r in html_rows] == [*names, "resnet110"]
+    assert [r["model"][1] for r in html_rows] == ["resnet20"] * 4 + ["resnet110"]
+    assert {r["best val err (%)"][0] for r in html_rows} == {"right"}
+    assert f"<title>Figure 6: plain vs ResNet</title>" in page
     assert "<li><code>dashed</code>: train</li>" in page
 
     single = render_comparison([dirs["plain20"]], tmp_path / "one", title="one")
@@ -334,7 +380,7 @@ def test_comparison_report_lists_every_run(tmp_path):
 
 
 # -- markdown -> HTML -----------------------------------------------------------------------------
-def test_markdown_to_html_handles_the_subset_we_emit():
+def test_markdown_to_html_renders_what_reports_use():
     md = "\n".join([
         "# Title with `code` & <tag>",
         "",
@@ -344,6 +390,7 @@ def test_markdown_to_html_handles_the_subset_we_emit():
         "| name | err (%) |",
         "| --- | ---: |",
         "| a\\|b | 1.50 |",
+        "| `c\\|d` | 2.00 |",
         "",
         "- item one",
         "- item **two**",
@@ -357,16 +404,55 @@ def test_markdown_to_html_handles_the_subset_we_emit():
     ])
     page = markdown_to_html(md)
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert "<style>" in page and '<meta charset="utf-8">' in page
     assert "<title>Title with code &amp; &lt;tag&gt;</title>" in page
     assert "<h1>Title with <code>code</code> &amp; &lt;tag&gt;</h1>" in page
-    assert "<p>A paragraph with <strong>bold</strong> text over two lines and a <a href=\"a.html\">link</a>.</p>" in page
-    assert "<tr><th>name</th><th style=\"text-align:right\">err (%)</th></tr>" in page
-    assert "<tr><td>a|b</td><td style=\"text-align:right\">1.50</td></tr>" in page
+    assert "<p>A paragraph with <strong>bold</strong> text\nover two lines and a <a href=\"a.html\">link</a>.</p>" in page
+    rows = html_table(page, "name")
+    assert [list(r.values()) for r in rows] == [[(None, "a|b"), ("right", "1.50")], [(None, "c|d"), ("right", "2.00")]]
+    assert "<td><code>c|d</code></td>" in page
     assert "<ul>\n<li>item one</li>\n<li>item <strong>two</strong></li>\n</ul>" in page
-    assert '<p><img src="plots/x.png" alt="plot"></p>' in page
-    assert "<pre><code>x = 1 &lt; 2</code></pre>" in page
+    assert '<img src="plots/x.png" alt="plot"' in page
+    assert "<pre><code>x = 1 &lt; 2\n</code></pre>" in page
     assert "<h2>Second</h2>" in page
     assert "<tag>" not in page
+    assert markdown_to_html("no heading").count("<title>reslab report</title>") == 1
+    assert "<title>given</title>" in markdown_to_html("# heading", title="given")
+
+
+def test_markdown_to_html_passes_no_raw_html_or_unsafe_links():
+    page = markdown_to_html("# x\n\n<script>alert(1)</script>\n\n<b onclick=x>b</b> [a](javascript:alert(1)) "
+                            "<javascript:alert(2)> <img src=x onerror=y>")
+    assert "<script" not in page and "<b " not in page and "<img" not in page and 'href="javascript' not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+HOSTILE = "<script>alert(1)</script> *x* _y_ a|b [l](javascript:z) &amp; `c` \\ snake_case #"
+
+
+def test_untrusted_run_text_is_escaped_in_reports(tmp_path):
+    d = make_run(tmp_path, "r", lines=finished_lines(), config={"name": HOSTILE, "model": "<b>m|x</b>"})
+    page = render_run_report(d).with_name("report.html").read_text()
+    assert "<script" not in page and "<b>" not in page and "<em>" not in page and "<a href" not in page
+    assert f"<title>Run {html.escape(HOSTILE, quote=False)}</title>" in page
+    assert f"<h1>Run {html.escape(HOSTILE, quote=False)}</h1>" in page
+    assert "<li><strong>model</strong>: <code>&lt;b&gt;m|x&lt;/b&gt;</code></li>" in page
+    assert "snake_case" in (d / "report.md").read_text()  # no needless escapes inside words
+
+    out = tmp_path / "cmp"
+    render_comparison([d], out, title=f"t {HOSTILE}")
+    page = (out / "report.html").read_text()
+    assert "<script" not in page and "<em>" not in page and 'href="javascript' not in page
+    row = html_table(page, "run")[0]
+    assert row["run"][1] == HOSTILE and row["model"][1] == "<b>m|x</b>"
+    assert f"<h1>t {html.escape(HOSTILE, quote=False)}</h1>" in page
+
+
+@pytest.mark.parametrize("seconds,text", [(None, "—"), (0.04, "0.0 s"), (12.34, "12.3 s"), (59.4, "59.4 s"),
+                                          (59.6, "1 min 00 s"), (401.2, "6 min 41 s"), (3599.4, "59 min 59 s"),
+                                          (3720.0, "1 h 02 min"), (90000.0, "25 h 00 min")])
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
 
 
 def test_import_chooses_no_backend_and_plots_avoid_pyplot(tmp_path):

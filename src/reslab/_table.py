@@ -25,3 +25,15 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], total_ro
     if total_row and rows:
         lines.insert(len(lines) - 1, rule)
     return "\n".join(lines)
+
+
+def format_duration(seconds: float | None) -> str:
+    """A duration for people: None -> "—", "12.3 s", "6 min 41 s", "1 h 02 min" (whole seconds rounded)."""
+    if seconds is None:
+        return "—"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{seconds:.1f} s"

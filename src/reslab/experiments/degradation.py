@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from . import paper
-from ._plots import plot_error_vs_depth
+from ..plots import plot_error_vs_depth
 from .budgets import Budget
 from .runner import Analysis, ExperimentDef, Finding, Net, NetResult, Summary, fmt_stat, md_table
 

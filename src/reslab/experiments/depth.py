@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from . import paper
-from ._plots import plot_error_vs_depth
+from ..plots import plot_error_vs_depth
 from .budgets import Budget
 from .runner import Analysis, ExperimentDef, Finding, Net, Summary, fmt_stat, md_table
 

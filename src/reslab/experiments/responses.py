@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from ..errors import ReslabError
 from ..io import atomic_write_text
 from . import paper
-from ._plots import plot_responses
+from ..plots import plot_responses
 from .runner import Finding, _duration, _now, md_table, read_experiment
 
 TITLE = "Layer responses of plain and residual nets (He et al. 2015, Figure 7)"

@@ -1,0 +1,352 @@
+"""Every matplotlib figure reslab draws, from run directories or from numbers already gathered.
+
+The error curves follow Figure 6 of the ResNet paper (He et al., 2015): one colour per run,
+training error as a thin dashed line, validation (or test) error as a bold solid line. The
+experiment figures put our final errors beside the paper's against depth (Table 6) and draw the
+layer responses of Figure 7.
+
+Figures are bare :class:`~matplotlib.figure.Figure` objects on an Agg canvas: importing reslab
+chooses no matplotlib backend and nothing here touches pyplot's global state. PNGs are written
+atomically and drawn deterministically, so redrawing gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union
+
+from .errors import ReslabError
+from .io import atomic_path
+from .rundir import Run, read_run
+
+if TYPE_CHECKING:  # matplotlib is imported inside the functions that draw
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "new_figure", "save_png", "colours", "plot_error_curves", "plot_side_by_side", "plot_confusion_matrix",
+    "plot_error_vs_depth", "plot_responses",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+DPI = 100
+
+
+# -- shared helpers -------------------------------------------------------------------------------
+def new_figure(figsize: tuple[float, float]) -> Figure:
+    """A bare Figure on an Agg canvas: no pyplot state, no GUI backend, nothing chosen at import."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig: Figure, path: PathLike | None) -> None:
+    """Lay ``fig`` out tightly and write it to ``path`` as PNG, atomically; None writes nothing."""
+    if path is None:
+        return
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+
+
+def colours(n: int) -> list[tuple[float, ...]]:
+    """``n`` distinct colours: tab10 for up to 10, tab20 beyond (repeating past 20)."""
+    from matplotlib import colormaps
+
+    palette = list(colormaps["tab10"].colors if n <= 10 else colormaps["tab20"].colors)
+    return [palette[i % len(palette)] for i in range(n)]
+
+
+def _num(v: Any) -> float | int | None:
+    """``v`` if it is a real number (bools are not), else None."""
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _as_run(run: Run | PathLike) -> Run:
+    return run if isinstance(run, Run) else read_run(run)
+
+
+# -- Figure 6: error curves -----------------------------------------------------------------------
+def _series(records: Iterable[Mapping], xkey: str, ykey: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for r in records:
+        x, y = _num(r.get(xkey)), _num(r.get(ykey))
+        if x is not None and y is not None:
+            xs.append(float(x))
+            ys.append(float(y))
+    return xs, ys
+
+
+def _bold_series(run: Run, x: str) -> tuple[str, list[float], list[float]]:
+    """("val", xs, ys) of the validation error; ("test", ...) of the final test error(s) without one."""
+    vx, vy = _series(run.epochs, x, "val_err")
+    if vx:
+        return "val", vx, vy
+    last_epoch = _num(run.epochs[-1]["epoch"]) if run.epochs else None
+    for t in run.tests:
+        at = _num(t.get("step")) if x == "step" else last_epoch
+        if t.get("split", "test") == "test" and at is not None and _num(t.get("top1_err")) is not None:
+            vx.append(float(at))
+            vy.append(float(t["top1_err"]))
+    return "test", vx, vy
+
+
+def _draw_curves(ax: Axes, runs: Sequence[Run], x: str) -> None:
+    from matplotlib.lines import Line2D
+
+    handles, labels = [], []
+    for run, colour in zip(runs, colours(len(runs))):
+        # Training error: the per-step running error if logged, else one point per epoch.
+        tx, ty = _series(run.steps, x, "err")
+        if not tx:
+            tx, ty = _series(run.epochs, x, "train_err")
+        kind, vx, vy = _bold_series(run, x)
+        if tx:
+            ax.plot(tx, ty, linestyle="--", linewidth=0.8, color=colour, label=f"{run.name} train", gid="train")
+        if vx:
+            ax.plot(vx, vy, linestyle="-", linewidth=2.2, color=colour, label=f"{run.name} {kind}",
+                    gid=kind, marker="o" if len(vx) == 1 else None)
+        drawn = bool(tx or vx)
+        handles.append(Line2D([], [], color=colour, linewidth=2.2, alpha=None if drawn else 0.3))
+        labels.append(run.name if drawn else f"{run.name} (no metrics yet)")
+    ax.set_xlabel("iterations" if x == "step" else "epochs")
+    ax.set_ylabel("error (%)")
+    ax.grid(True, linewidth=0.4, alpha=0.5)
+    if handles:
+        handles += [Line2D([], [], color="0.4", linestyle="--", linewidth=0.8),
+                    Line2D([], [], color="0.4", linestyle="-", linewidth=2.2)]
+        labels += ["training error", "validation / test error"]
+        ax.legend(handles, labels, fontsize="small", loc="upper right", frameon=True)
+    if not ax.get_lines():
+        ax.text(0.5, 0.5, "no metrics logged yet", ha="center", va="center", transform=ax.transAxes, color="0.4")
+
+
+def _set_error_ylim(axes: Sequence[Axes], ylim: tuple[float, float] | None) -> None:
+    if ylim is not None:
+        axes[0].set_ylim(*ylim)
+        return
+    import numpy as np
+
+    ys = [np.asarray(line.get_ydata(), dtype=float) for a in axes for line in a.get_lines()]
+    finite = np.concatenate([y[np.isfinite(y)] for y in ys]) if ys else np.zeros(0)
+    top = float(finite.max()) if finite.size else 0.0
+    axes[0].set_ylim(0.0, min(100.0, top * 1.05) if top > 0 else 100.0)
+
+
+def _check_x(x: str) -> None:
+    if x not in ("step", "epoch"):
+        raise ReslabError(f"x must be 'step' or 'epoch', got {x!r}")
+
+
+def plot_error_curves(
+    runs: Sequence[Run | PathLike] | Run | PathLike,
+    path: PathLike | None,
+    *,
+    x: str = "step",
+    title: str | None = "Training (dashed) and validation (bold) error",
+    ylim: tuple[float, float] | None = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """Error curves of one or more runs in the style of the ResNet paper's Figure 6.
+
+    Each run gets one colour; its training error is a thin dashed line and its validation error a
+    bold solid line (its test error when the run has no validation split). The lines carry
+    ``gid`` "train", "val" or "test".
+
+    Args:
+        runs: runs or run directories.
+        path: PNG to write (atomically); None draws without saving.
+        x: "step" (iterations, as in the paper) or "epoch".
+        title: axes title; None for none.
+        ylim: y-axis limits in percent; default from 0 to just above the highest error.
+        ax: draw into this axes instead of a new figure.
+
+    Returns:
+        The matplotlib Figure drawn on.
+    """
+    _check_x(x)
+    if isinstance(runs, (Run, str, os.PathLike)):
+        runs = [runs]
+    loaded = [_as_run(r) for r in runs]
+    if ax is None:
+        fig = new_figure((6.4, 4.4))
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    _draw_curves(ax, loaded, x)
+    _set_error_ylim([ax], ylim)
+    if title:
+        ax.set_title(title)
+    save_png(fig, path)
+    return fig
+
+
+def plot_side_by_side(
+    groups: Mapping[str, Sequence[Run | PathLike]],
+    path: PathLike | None,
+    *,
+    x: str = "step",
+    title: str | None = None,
+    ylim: tuple[float, float] | None = None,
+) -> Figure:
+    """One panel of error curves per group with a shared y axis, as Figure 6 left/right.
+
+    Args:
+        groups: panel title -> runs or run directories, e.g. ``{"plain": [...], "ResNet": [...]}``.
+        path: PNG to write (atomically); None draws without saving.
+        x: "step" (iterations) or "epoch".
+        title: figure title; None for none.
+        ylim: shared y-axis limits in percent; default from 0 to just above the highest error.
+
+    Returns:
+        The matplotlib Figure, with one axes per group in the order given.
+    """
+    _check_x(x)
+    if not groups:
+        raise ReslabError("plot_side_by_side needs at least one group of runs")
+    fig = new_figure((5.2 * len(groups), 4.4))
+    axes = fig.subplots(1, len(groups), sharey=True, squeeze=False)[0]
+    for ax, (name, runs) in zip(axes, groups.items()):
+        _draw_curves(ax, [_as_run(r) for r in runs], x)
+        ax.set_title(str(name))
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    _set_error_ylim(list(axes), ylim)
+    if title:
+        fig.suptitle(title)
+    save_png(fig, path)
+    return fig
+
+
+# -- confusion matrix -----------------------------------------------------------------------------
+def plot_confusion_matrix(
+    matrix: Any,
+    classes: Sequence[str] | None,
+    path: PathLike | None,
+    *,
+    normalize: bool = True,
+    title: str | None = None,
+) -> Figure:
+    """A K x K confusion matrix as a heat map, rows = true class, columns = predicted class.
+
+    Args:
+        matrix: counts as a torch tensor, numpy array or nested lists.
+        classes: K class names; None numbers them.
+        path: PNG to write (atomically); None draws without saving.
+        normalize: show each row as percent of that true class (rows that sum to 0 stay 0).
+        title: figure title; default says what the cells mean.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import numpy as np
+
+    if hasattr(matrix, "detach"):
+        matrix = matrix.detach().cpu().numpy()
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:
+        raise ReslabError(f"confusion matrix must be square K x K, got shape {tuple(m.shape)}")
+    k = m.shape[0]
+    names = [str(c) for c in classes] if classes is not None else [str(i) for i in range(k)]
+    if len(names) != k:
+        raise ReslabError(f"{len(names)} class names given for a {k} x {k} confusion matrix")
+    if normalize:
+        totals = m.sum(axis=1, keepdims=True)
+        m = np.divide(100.0 * m, totals, out=np.zeros_like(m), where=totals > 0)
+
+    side = min(14.0, max(4.5, 0.55 * k + 2.0))
+    fig = new_figure((side + 1.2, side))
+    ax = fig.add_subplot()
+    vmax = 100.0 if normalize else max(float(m.max()), 1.0)
+    image = ax.imshow(m, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="% of true class" if normalize else "count")
+    ax.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if k <= 20:  # beyond that the numbers no longer fit in the cells
+        for i in range(k):
+            for j in range(k):
+                v = m[i, j]
+                ax.text(j, i, f"{v:.0f}" if normalize or float(v).is_integer() else f"{v:.1f}",
+                        ha="center", va="center", fontsize=8, color="white" if v > 0.5 * vmax else "black")
+    ax.set_title(title or ("Confusion matrix (rows: true class, % per row)" if normalize else "Confusion matrix (counts)"))
+    save_png(fig, path)
+    return fig
+
+
+# -- experiment figures ---------------------------------------------------------------------------
+def plot_error_vs_depth(lines: Sequence[dict], path: PathLike | None, *, title: str,
+                        paper: Mapping[str, Mapping[int, float]] | None = None) -> Figure:
+    """Final error against depth (log scale), ours beside the paper's (Table 6).
+
+    Args:
+        lines: one line each, a dict with ``label``, ``depths``, ``means``, ``stds`` (None where
+            unknown; error bars where a std is known) and optionally ``dashed`` and ``colour``.
+        path: PNG to write (atomically); None draws without saving.
+        title: axes title.
+        paper: legend label -> {depth: error %}, drawn as grey crosses on a dotted line.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    fig = new_figure((6.4, 4.4))
+    ax = fig.add_subplot()
+    for line in lines:
+        if not line["depths"]:
+            continue
+        style = "--" if line.get("dashed") else "-"
+        width = 0.9 if line.get("dashed") else 2.0
+        stds = [s if s is not None else 0.0 for s in line["stds"]]
+        ax.errorbar(line["depths"], line["means"], yerr=stds if any(stds) else None, linestyle=style, linewidth=width,
+                    marker="o", markersize=4, capsize=3, color=line.get("colour"), label=line["label"])
+    for label, points in (paper or {}).items():
+        if points:
+            xs = sorted(points)
+            ax.plot(xs, [points[x] for x in xs], linestyle=":", marker="x", color="0.45", label=label)
+    ax.set_xlabel("depth (layers)")
+    ax.set_ylabel("error (%)")
+    ax.set_xscale("log")
+    depths = sorted({d for line in lines for d in line["depths"]} | {d for p in (paper or {}).values() for d in p})
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.minorticks_off()
+    ax.grid(True, linewidth=0.4, alpha=0.5)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+    ax.set_title(title, fontsize="medium")
+    save_png(fig, path)
+    return fig
+
+
+def plot_responses(series: Sequence[tuple[str, Sequence[float], Any, bool]], path: PathLike | None, *,
+                   title: str) -> Figure:
+    """Figure 7's two panels: std per 3x3 layer in layer order (top) and sorted by magnitude (bottom).
+
+    Args:
+        series: (label, stds, colour, dashed) per net; plain nets are drawn dashed as in the paper.
+        path: PNG to write (atomically); None draws without saving.
+        title: title of the top panel.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    fig = new_figure((7.2, 7.0))
+    top, bottom = fig.subplots(2, 1)
+    for label, stds, colour, dashed in series:
+        xs = list(range(1, len(stds) + 1))
+        style = "--" if dashed else "-"
+        top.plot(xs, list(stds), linestyle=style, linewidth=1.2, color=colour, label=label)
+        bottom.plot(xs, sorted(stds, reverse=True), linestyle=style, linewidth=1.2, color=colour, label=label)
+    top.set_xlabel("layer index (original)")
+    bottom.set_xlabel("layer index (sorted by magnitude)")
+    for ax in (top, bottom):
+        ax.set_ylabel("std")
+        ax.grid(True, linewidth=0.4, alpha=0.5)
+        if series:
+            ax.legend(fontsize="small")
+    top.set_title(title, fontsize="medium")
+    save_png(fig, path)
+    return fig
