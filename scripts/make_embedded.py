@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from reslab.data import datasets as ds
 from reslab.data import download as dl
+from reslab.data.idx import CLASSES, EMBEDDED_DIR, read_checked_idx, write_idx
 from reslab.io import atomic_write_text
 
 LICENSE = """\
@@ -58,7 +58,7 @@ def choose(labels: torch.Tensor, per_class: int, generator: torch.Generator) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, default=Path(dl.SYSTEM_DIRS["fashion_mnist"][0]))
-    parser.add_argument("--out", type=Path, default=ds.EMBEDDED_DIR)
+    parser.add_argument("--out", type=Path, default=EMBEDDED_DIR)
     # 500 + 150 per class keeps the shipped files under 3 MB (about 434 gzipped bytes per image).
     parser.add_argument("--train-per-class", type=int, default=500)
     parser.add_argument("--test-per-class", type=int, default=150)
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for prefix, per_class in (("train", args.train_per_class), ("t10k", args.test_per_class)):
         images_file, labels_file = f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-labels-idx1-ubyte.gz"
-        images = ds._read_checked_idx(args.source / images_file, resources[images_file])
-        labels = ds._read_checked_idx(args.source / labels_file, resources[labels_file]).long()
+        images = read_checked_idx(args.source / images_file, resources[images_file])
+        labels = read_checked_idx(args.source / labels_file, resources[labels_file]).long()
         chosen = choose(labels, per_class, generator)
         outputs = {
             images_file: images[chosen],
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{prefix}-indices-idx1-int.gz": chosen.to(torch.int32),
         }
         for name, tensor in outputs.items():
-            path = ds.write_idx(args.out / name, tensor)
+            path = write_idx(args.out / name, tensor)
             rows.append((name, tuple(tensor.shape), path.stat().st_size, hashlib.md5(path.read_bytes()).hexdigest()))
 
     total = sum(size for _, _, size, _ in rows)
@@ -97,7 +97,7 @@ gzip IDX format.
   from the official 60,000 training images.
 - Test set: {args.test_per_class} images of each class ({10 * args.test_per_class}), drawn from the official 10,000
   test images.
-- Classes (label 0-9): {", ".join(ds.CLASSES["fashion_mnist"])}.
+- Classes (label 0-9): {", ".join(CLASSES["fashion_mnist"])}.
 - `*-indices-idx1-int.gz` holds, for each image, its index in the official file, so every image
   can be checked against the original.
 

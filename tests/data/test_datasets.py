@@ -23,8 +23,8 @@ from reslab.data import (
     stratified_split,
     write_idx,
 )
-from reslab.data import datasets as ds
 from reslab.data import download as dl
+from reslab.data.idx import EMBEDDED_DIR
 from reslab.errors import ReslabError
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist (installed by .ci/run)
@@ -156,8 +156,8 @@ def test_val_split_of_a_dataset_comes_from_train_never_test():
     assert torch.equal(torch.bincount(data.val.labels), torch.full((10,), 30))
     flat = lambda t: {bytes(x.flatten().tolist()) for x in t.images}  # noqa: E731
     val, train, test = flat(data.val), flat(data.train), flat(data.test)
-    official_train = flat(TensorImages(read_idx(ds.EMBEDDED_DIR / "train-images-idx3-ubyte.gz").unsqueeze(1),
-                                       read_idx(ds.EMBEDDED_DIR / "train-labels-idx1-ubyte.gz").long()))
+    official_train = flat(TensorImages(read_idx(EMBEDDED_DIR / "train-images-idx3-ubyte.gz").unsqueeze(1),
+                                       read_idx(EMBEDDED_DIR / "train-labels-idx1-ubyte.gz").long()))
     assert val <= official_train and not val & train and not val & test
     again = load_dataset("embedded", val_size=0.06, seed=5)
     assert torch.equal(again.val.images, data.val.images)
@@ -179,17 +179,17 @@ def test_embedded_loads_offline_and_is_real_fashion_mnist(tmp_path, monkeypatch)
     assert torch.equal(torch.bincount(data.train.labels), torch.full((10,), 450))
     assert torch.equal(torch.bincount(data.val.labels), torch.full((10,), 50))  # 10% by default
     assert torch.equal(torch.bincount(data.test.labels), torch.full((10,), 150))
-    shipped = [p for p in ds.EMBEDDED_DIR.iterdir() if p.is_file()]
+    shipped = [p for p in EMBEDDED_DIR.iterdir() if p.is_file()]
     assert sum(p.stat().st_size for p in shipped) < 3_000_000
     assert {"README.md", "LICENSE"} <= {p.name for p in shipped}
-    assert "MIT" in (ds.EMBEDDED_DIR / "LICENSE").read_text()
+    assert "MIT" in (EMBEDDED_DIR / "LICENSE").read_text()
 
 
 def test_embedded_images_are_the_official_ones_at_the_recorded_indices():
     for prefix, n in (("train", 5000), ("t10k", 1500)):
-        index = read_idx(ds.EMBEDDED_DIR / f"{prefix}-indices-idx1-int.gz").long()
-        images = read_idx(ds.EMBEDDED_DIR / f"{prefix}-images-idx3-ubyte.gz")
-        labels = read_idx(ds.EMBEDDED_DIR / f"{prefix}-labels-idx1-ubyte.gz")
+        index = read_idx(EMBEDDED_DIR / f"{prefix}-indices-idx1-int.gz").long()
+        images = read_idx(EMBEDDED_DIR / f"{prefix}-images-idx3-ubyte.gz")
+        labels = read_idx(EMBEDDED_DIR / f"{prefix}-labels-idx1-ubyte.gz")
         assert len(index) == n and len(index.unique()) == n
         assert torch.equal(images, read_idx(FASHION / f"{prefix}-images-idx3-ubyte.gz")[index])
         assert torch.equal(labels, read_idx(FASHION / f"{prefix}-labels-idx1-ubyte.gz")[index])

@@ -26,6 +26,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import ReslabError
 from ..io import atomic_path
@@ -33,6 +34,7 @@ from ..io import atomic_path
 __all__ = [
     "Resource", "RESOURCES", "SYSTEM_DIRS", "TIMEOUT_S", "ChecksumError", "ArchiveError", "OfflineError",
     "cache_dir", "md5_file", "download_url", "fetch", "extract_archive", "is_archive",
+    "SUBDIRS", "candidate_dirs", "search", "not_found",
 ]
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,13 @@ SYSTEM_DIRS: dict[str, tuple[str, ...]] = {
     "fashion_mnist": ("/usr/share/datasets/fashion-mnist",),
 }
 """Well-known system locations searched after the user's directories and the cache."""
+
+SUBDIRS: dict[str, tuple[str, ...]] = {
+    "cifar10": ("", "cifar10"), "cifar100": ("", "cifar100"),
+    "mnist": ("", "mnist", "MNIST/raw"),
+    "fashion_mnist": ("", "fashion_mnist", "fashion-mnist", "FashionMNIST/raw"),
+}
+"""Where a dataset may sit inside a data directory (ours, then torchvision's layout)."""
 
 
 def cache_dir() -> Path:
@@ -304,3 +313,41 @@ def extract_archive(archive: str | os.PathLike, target: str | os.PathLike, *, su
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a dataset's files are: data_dir, $RESLAB_DATA, the cache, system locations
+
+
+def candidate_dirs(name: str, data_dir: str | os.PathLike | None) -> list[tuple[Path, str]]:
+    """(directory, source) pairs in lookup order; each is searched with the dataset's subdirs."""
+    dirs: list[tuple[Path, str]] = []
+    for value, source, what in ((data_dir, "data_dir", "data_dir"),
+                                (os.environ.get("RESLAB_DATA") or None, "data_dir", "$RESLAB_DATA")):
+        if value is None:
+            continue
+        path = Path(value).expanduser()
+        if not path.is_dir():
+            raise ReslabError(f"data directory {path} ({what}) does not exist; create it and put the dataset "
+                              "files there, or point --data-dir / $RESLAB_DATA at the directory that has them")
+        dirs.append((path, source))
+    dirs.append((cache_dir() / name, "cache"))
+    dirs += [(Path(p), "system") for p in SYSTEM_DIRS.get(name, ())]
+    return dirs
+
+
+def search(name: str, data_dir: str | os.PathLike | None) -> Iterator[tuple[Path, str]]:
+    """The existing directories where ``name``'s files may be, with their source, in lookup order."""
+    for directory, source in candidate_dirs(name, data_dir):
+        subdirs = ("",) if source == "cache" else SUBDIRS.get(name, ("",))
+        for sub in subdirs:
+            base = directory / sub if sub else directory
+            if base.is_dir():
+                yield base, source
+
+
+def not_found(name: str, wanted: str, data_dir: str | os.PathLike | None) -> ReslabError:
+    """The offline error: which files (``wanted``) go where."""
+    places = ", ".join(str(d) for d, _ in candidate_dirs(name, data_dir))
+    return ReslabError(f"{name} not found: looked for {wanted} in {places}; put the files in one of those "
+                       f"directories (--data-dir / $RESLAB_DATA) or allow downloading (download=True)")

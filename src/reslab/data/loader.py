@@ -34,7 +34,44 @@ def batch_generator(seed: int, epoch: int, batch: int, device: torch.device) -> 
     return gen
 
 
-class TensorLoader:
+class _Batches:
+    """What both loaders share: the epoch, the number of batches, each rank's slice of a global batch."""
+
+    batch_size: int
+    train: bool
+    rank: int
+    world_size: int
+    epoch: int
+
+    def _num_samples(self) -> int:
+        raise NotImplementedError
+
+    def iterate(self, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = self._num_samples()
+        if self.train:
+            return n // self.batch_size
+        return (n + self.batch_size - 1) // self.batch_size
+
+    def _slice(self, start: int, stop: int) -> tuple[int, int]:
+        """This rank's part of the global batch [start, stop)."""
+        if self.world_size == 1:
+            return start, stop
+        size = stop - start
+        per = -(-size // self.world_size)
+        lo = min(start + self.rank * per, stop)
+        return lo, min(lo + per, stop)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.iterate(0)
+
+
+class TensorLoader(_Batches):
     """Batches of an in-memory uint8 split, normalised and augmented on ``device``.
 
     Args:
@@ -65,23 +102,8 @@ class TensorLoader:
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        n = len(self.labels)
-        if self.train:
-            return n // self.batch_size
-        return (n + self.batch_size - 1) // self.batch_size
-
-    def _slice(self, start: int, stop: int) -> tuple[int, int]:
-        """This rank's part of the global batch [start, stop)."""
-        if self.world_size == 1:
-            return start, stop
-        size = stop - start
-        per = -(-size // self.world_size)
-        lo = min(start + self.rank * per, stop)
-        return lo, min(lo + per, stop)
+    def _num_samples(self) -> int:
+        return len(self.labels)
 
     def iterate(self, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of the current epoch from ``start_batch`` on."""
@@ -116,9 +138,6 @@ class TensorLoader:
         x = pad_crop_flip(x, self.pad, gen, crop=crop, flip=True)
         return lighting(x, self.lighting_std, gen, self.normalizer.std)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.iterate(0)
-
 
 class _FileDataset(torch.utils.data.Dataset):
     def __init__(self, files, transform: Callable, seed: int, epoch: int, train: bool) -> None:
@@ -147,8 +166,8 @@ class _Slices(torch.utils.data.Sampler):
         return len(self.index_batches)
 
 
-class FileLoader:
-    """Batches of a streamed split (:class:`~reslab.data.datasets.FileImages`), decoded and
+class FileLoader(_Batches):
+    """Batches of a streamed split (:class:`~reslab.data.splits.FileImages`), decoded and
     scale-augmented per image in ``num_workers`` processes, normalised on ``device``.
 
     Same contract as :class:`TensorLoader`: global batch, rank slices, (seed, epoch, index) seeds.
@@ -166,22 +185,16 @@ class FileLoader:
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        n = len(self.files)
-        return n // self.batch_size if self.train else (n + self.batch_size - 1) // self.batch_size
+    def _num_samples(self) -> int:
+        return len(self.files)
 
     def iterate(self, start_batch: int = 0):
         n = len(self.files)
         order = epoch_permutation(n, self.seed, self.epoch).tolist() if self.train else list(range(n))
         batches = []
         for b in range(start_batch, len(self)):
-            start, stop = b * self.batch_size, min((b + 1) * self.batch_size, n)
-            per = -(-(stop - start) // self.world_size)
-            lo = min(start + self.rank * per, stop)
-            batches.append(order[lo:min(lo + per, stop)])
+            lo, hi = self._slice(b * self.batch_size, min((b + 1) * self.batch_size, n))
+            batches.append(order[lo:hi])
         ds = _FileDataset(self.files, self.transform, self.seed, self.epoch, self.train)
         loader = torch.utils.data.DataLoader(
             ds, batch_sampler=_Slices(batches), num_workers=self.num_workers,
@@ -195,6 +208,3 @@ class FileLoader:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y.to(self.device)
-
-    def __iter__(self):
-        return self.iterate(0)

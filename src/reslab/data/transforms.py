@@ -12,11 +12,12 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 __all__ = ["Normalizer", "pad_crop_flip", "lighting", "ten_crop_views", "scaled_views",
-           "ScaleAugment", "ResizeCenterCrop", "pil_to_uint8"]
+           "ScaleAugment", "ResizeCenterCrop", "pil_to_uint8", "resize_center_crop", "pil_resize_center_crop"]
 
 # Krizhevsky et al. 2012's PCA colour augmentation: eigenvalues/vectors of ImageNet's RGB covariance
 # (pixel values in [0, 1]), as used by the ResNet authors' training code.
@@ -142,8 +143,6 @@ def scaled_views(x: torch.Tensor, scales: Sequence[float]) -> list[torch.Tensor]
 
 def pil_to_uint8(img) -> torch.Tensor:
     """A PIL image to a uint8 (C, H, W) tensor."""
-    import numpy as np
-
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -173,6 +172,33 @@ class ScaleAugment:
         return pil_to_uint8(img)
 
 
+def resize_center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Tensor images (..., H, W): the shorter side resized to ``size`` (bilinear, antialiased),
+    then the centre ``size`` x ``size`` square. Images already ``size`` on the shorter side are only cropped."""
+    from torchvision.transforms.v2 import functional as TF  # heavy: imported when first needed
+
+    if min(x.shape[-2:]) != size:
+        x = TF.resize(x, [size], antialias=True)
+    return TF.center_crop(x, [size, size])
+
+
+def pil_resize_center_crop(img, resize: int, crop: int | None):
+    """A PIL image with its shorter side resized to ``resize`` (bilinear), then the centre
+    ``crop`` x ``crop`` square (at most the image; ``crop=None``: no crop). PIL in, PIL out: for
+    images decoded one at a time, where the tensor version's batching does not apply."""
+    from PIL import Image
+
+    w, h = img.size
+    r = resize / min(w, h)
+    nw, nh = max(1, round(w * r)), max(1, round(h * r))
+    img = img.resize((nw, nh), Image.BILINEAR)  # the same size: a copy, no resampling
+    if crop is not None:
+        c = min(crop, nw, nh)
+        left, top = (nw - c) // 2, (nh - c) // 2
+        img = img.crop((left, top, left + c, top + c))
+    return img
+
+
 class ResizeCenterCrop:
     """Shorter side to ``resize`` then a centre ``crop`` (``crop=None``: no crop). PIL in, uint8 out."""
 
@@ -180,17 +206,7 @@ class ResizeCenterCrop:
         self.resize, self.crop = resize, crop
 
     def __call__(self, img, rng: random.Random | None = None):
-        from PIL import Image
-
-        w, h = img.size
-        r = self.resize / min(w, h)
-        nw, nh = max(1, round(w * r)), max(1, round(h * r))
-        img = img.resize((nw, nh), Image.BILINEAR)
-        if self.crop is not None:
-            c = min(self.crop, nw, nh)
-            left, top = (nw - c) // 2, (nh - c) // 2
-            img = img.crop((left, top, left + c, top + c))
-        return pil_to_uint8(img)
+        return pil_to_uint8(pil_resize_center_crop(img, self.resize, self.crop))
 
 
 def resize_short_side_ratio(crop: int) -> int:

@@ -1,0 +1,193 @@
+"""The dataset registry: the only list of dataset names, and :func:`load_dataset`.
+
+A dataset is registered with :func:`register_dataset` beside its loader (``cifar.py``,
+``idx.py``, ``imagefolder.py``); the package's ``__init__`` imports those modules, which fixes
+the order names are listed in. A loader is called as ``loader(arg, options)``: ``arg`` is the
+path of a ``NAME:PATH`` dataset (``""`` for the others) and ``options`` a :class:`LoadOptions`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ReslabError
+from .splits import DEFAULT_VAL_FRACTION, DatasetSplits, val_count
+
+__all__ = ["LoadOptions", "DatasetEntry", "register_dataset", "list_datasets", "dataset_names", "get_dataset_entry",
+           "canonical_data_name", "load_dataset"]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What :func:`load_dataset` asks of a loader; ``val_size`` is resolved (never None)."""
+
+    data_dir: str | os.PathLike | None
+    val_size: int | float
+    seed: int
+    download: bool
+    skip_bad: bool
+    image_size: int | None
+    stream: bool | None
+
+
+Loader = Callable[[str, LoadOptions], DatasetSplits]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset.
+
+    Attributes:
+        name: Canonical name (lower case).
+        loader: ``loader(arg, options) -> DatasetSplits``.
+        description: One line, for listings.
+        aliases: Other names accepted for it (matched case-insensitively, like ``name``).
+        default_val_size: Validation images held out of the training set unless ``val_size`` is given.
+        takes_path: Named ``NAME:PATH`` (``imagefolder:/data/pets``).
+        streams: Accepts ``stream=True`` (otherwise it is always held in memory).
+    """
+
+    name: str
+    loader: Loader
+    description: str
+    aliases: tuple[str, ...] = ()
+    default_val_size: int | float = DEFAULT_VAL_FRACTION
+    takes_path: bool = False
+    streams: bool = False
+
+    @property
+    def usage(self) -> str:
+        """How the dataset is named: ``name``, or ``name:PATH`` where it takes a path."""
+        return f"{self.name}:PATH" if self.takes_path else self.name
+
+
+_REGISTRY: dict[str, DatasetEntry] = {}
+_LOOKUP: dict[str, DatasetEntry] = {}  # lower-case name or alias -> entry
+
+
+def register_dataset(name: str, *, description: str, aliases: tuple[str, ...] = (),
+                     default_val_size: int | float = DEFAULT_VAL_FRACTION, takes_path: bool = False,
+                     streams: bool = False) -> Callable[[Loader], Loader]:
+    """Register the decorated ``loader(arg, options)`` as dataset ``name``.
+
+    Raises:
+        ValueError: The name or an alias is taken, or the description is not one line.
+    """
+
+    def add(loader: Loader) -> Loader:
+        keys = [name.lower(), *(a.lower() for a in aliases)]
+        if taken := [k for k in keys if k in _LOOKUP]:
+            raise ValueError(f"dataset name {taken[0]!r} is already registered")
+        if not description.strip() or "\n" in description:
+            raise ValueError(f"dataset {name!r} needs a one-line description")
+        entry = DatasetEntry(name.lower(), loader, description, tuple(a.lower() for a in aliases), default_val_size,
+                             takes_path, streams)
+        _REGISTRY[entry.name] = entry
+        _LOOKUP.update(dict.fromkeys(keys, entry))
+        return loader
+
+    return add
+
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    """Registered datasets whose name or usage (``imagefolder:PATH``) matches the shell-style
+    ``pattern``, as usages, in registration order."""
+    return [e.usage for e in _REGISTRY.values()
+            if fnmatch.fnmatchcase(e.name, pattern) or fnmatch.fnmatchcase(e.usage, pattern)]
+
+
+def dataset_names() -> list[str]:
+    """The dataset names :func:`load_dataset` accepts (``imagefolder:`` takes a path)."""
+    return list_datasets()
+
+
+def _path_entry(prefix: str) -> DatasetEntry | None:
+    entry = _LOOKUP.get(prefix.lower())
+    return entry if entry is not None and entry.takes_path else None
+
+
+def _resolve(name: str) -> tuple[DatasetEntry, str]:
+    """(entry, path) for ``name``; an unknown name raises with a close match suggested."""
+    if not isinstance(name, str) or not name.strip():
+        raise ReslabError(f"dataset name must be a non-empty string; choose one of {', '.join(dataset_names())}")
+    text = name.strip()
+    prefix, colon, path = text.partition(":")
+    if colon and (entry := _path_entry(prefix)) is not None:
+        return entry, path
+    entry = _LOOKUP.get(text.lower())
+    if entry is None or entry.takes_path:  # a NAME:PATH dataset named without its path is unknown too
+        spellings = [k + (":" if e.takes_path else "") for k, e in _LOOKUP.items()]
+        close = difflib.get_close_matches(text.lower(), spellings, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ReslabError(f"unknown dataset {name!r}{hint}; choose one of {', '.join(dataset_names())}")
+    return entry, ""
+
+
+def get_dataset_entry(name: str) -> DatasetEntry:
+    """The entry of a dataset name as :func:`load_dataset` takes it (an alias, ``imagefolder:PATH``).
+
+    Raises:
+        ReslabError: Unknown name (close matches suggested, the registered names listed).
+    """
+    return _resolve(name)[0]
+
+
+def canonical_data_name(name: str) -> str:
+    """``name`` as a run records it: an image folder by absolute path, so the run does not depend on
+    the directory reslab was started from; every other name unchanged."""
+    prefix, colon, path = name.partition(":")
+    entry = _path_entry(prefix) if colon else None
+    if entry is None or not path:
+        return name
+    return f"{entry.name}:{Path(path).expanduser().absolute()}"
+
+
+def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, val_size: int | float | None = None,
+                 seed: int = 0, download: bool = True, skip_bad: bool = False, image_size: int | None = None,
+                 stream: bool | None = None) -> DatasetSplits:
+    """Load a dataset by name into train / val / test splits.
+
+    Args:
+        name: ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``, ``embedded``, or
+            ``imagefolder:PATH`` (a class-per-folder tree, optionally with ``train/``, ``val/``,
+            ``test/``, or a .tar.gz/.tgz/.tar/.zip archive of one); aliases such as ``cifar-10``
+            and ``Fashion-MNIST`` too (:func:`list_datasets`). An image folder held in
+            memory is decoded once and cached as a uint8 tensor file, keyed by its path and the
+            names, sizes and mtimes of its files (an archive: its path, size and mtime); an
+            archive is decoded straight from the archive, and extracted into the cache only
+            when its images are streamed.
+        data_dir: Directory searched first for the dataset's files.
+        val_size: Validation images held out of the training set: a count or a fraction.
+            Default 5000 for CIFAR and (Fashion-)MNIST, 10% otherwise; an image folder's own
+            ``val/`` is used instead when present.
+        seed: Seed of the stratified validation draw.
+        download: Download missing files (into the cache) instead of failing.
+        skip_bad: Leave out undecodable images of an image folder (listed in ``info["skipped"]``)
+            instead of failing.
+        image_size: Resize the shorter side to this and centre-crop a square.
+        stream: Image folders only: True streams from disk (:class:`FileImages`), False insists
+            on memory; None decides by size and whether the images share one size.
+
+    Returns:
+        The splits; ``info`` tells where the files came from (``root``, ``source``).
+
+    Raises:
+        ReslabError: Unknown name, missing or bad files, failed download; the message says what
+            to do.
+    """
+    entry, path = _resolve(name)
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise ReslabError(f"image_size must be a positive integer, got {image_size!r}")
+    if val_size is not None:
+        val_count(val_size, 1 << 62, what=name)  # type and range, before any slow work
+    if stream and not entry.streams:
+        streaming = " and ".join(e.name for e in _REGISTRY.values() if e.streams)
+        raise ReslabError(f"stream=True applies to {streaming} datasets; {entry.name} is always held in memory")
+    options = LoadOptions(data_dir, entry.default_val_size if val_size is None else val_size, seed, download,
+                          skip_bad, image_size, stream)
+    return entry.loader(path, options)
