@@ -22,7 +22,7 @@ from .transforms import pil_resize_center_crop, resize_center_crop
 if TYPE_CHECKING:
     from PIL import Image
 
-    from .registry import LoadOptions
+    from .registry import LoadOptions  # annotation only: registry imports this module
 
 __all__ = ["TensorImages", "FileImages", "DatasetSplits", "DEFAULT_VAL_FRACTION", "stratified_split", "val_count",
            "split_train", "in_memory_splits"]
