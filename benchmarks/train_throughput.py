@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 import reslab
 from reslab.data import DatasetSplits, TensorImages
-from reslab.train.config import make_config
+from reslab.config import make_config
 from reslab.train.loop import fit
 
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from reslab.cli import main
-from reslab.train.config import load_recipe
+from reslab.config import load_recipe
 
 FAST = ["--data", "embedded", "--iterations", "6", "--batch-size", "32", "--set", "val_size=200",
         "--no-progress", "--set", "tensorboard=false"]

@@ -19,15 +19,17 @@ from .models import (
     save_weights,
 )
 
+from ._version import __version__
+from .config import RunConfig, make_config, resolve_config
 from .data import load_dataset
-from .evaluate import evaluate
-from .train import make_config
-from .train.loop import fit
-
-__version__ = "0.1.0"
+from .evaluate import evaluate, evaluate_run
+from .predict import load_run, predict
+from .rundir import read_run
+from .train import fit, train_or_reuse
 
 __all__ = [
     "ReslabError", "UnknownModelError", "create_model", "list_models", "load_torchvision_state_dict",
-    "load_weights", "model_info", "register_model", "save_weights", "load_dataset", "evaluate", "fit",
-    "make_config", "__version__",
+    "load_weights", "model_info", "register_model", "save_weights", "load_dataset", "evaluate", "evaluate_run",
+    "fit", "train_or_reuse", "RunConfig", "make_config", "resolve_config", "load_run", "predict", "read_run",
+    "__version__",
 ]

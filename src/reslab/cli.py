@@ -6,13 +6,29 @@ User errors (:class:`~reslab.errors.ReslabError`) print one line and exit with c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import shlex
 import sys
+import typing
+from importlib import resources
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import yaml
 
+from . import experiments, rundir
+from ._table import format_table
+from ._version import __version__
+from .config import RunConfig, list_recipes, load_recipe, resolve_config
+from .demo import run_demo
 from .errors import ReslabError
+from .evaluate import evaluate_run
+from .models import create_model, get_model_entry, list_models, model_info
+from .predict import load_run, predict
+from .report import render_comparison, render_run_report
+from .train import TrainingInterrupted, fit
+from .train.distributed import init_distributed, resolve_device
 
 Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler, str]] = {}
@@ -65,9 +81,6 @@ def _models_args(p: argparse.ArgumentParser) -> None:
 
 @command("models", "list registered architectures", _models_args)
 def cmd_models(args: argparse.Namespace) -> int:
-    from ._table import format_table
-    from .models.registry import get_model_entry, list_models
-
     names = list_models(args.pattern)
     if not names:
         raise ReslabError(f"no model matches {args.pattern!r}; run 'reslab models' to list them all")
@@ -89,8 +102,6 @@ def _info_args(p: argparse.ArgumentParser) -> None:
 
 @command("info", "per-stage table of output shapes, parameters and multiply-adds", _info_args)
 def cmd_info(args: argparse.Namespace) -> int:
-    from .models import create_model, get_model_entry, model_info
-
     overrides = parse_sets(args.arch, "--arch")
     if args.num_classes is not None:
         overrides["num_classes"] = args.num_classes
@@ -103,33 +114,43 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 # -- reslab train ---------------------------------------------------------------------------------
-_TRAIN_FLAGS = [
-    # (flag, config field, type, help)
-    ("--data", "data", str, "cifar10, cifar100, mnist, fashion_mnist, embedded or imagefolder:PATH"),
-    ("--data-dir", "data_dir", str, "where dataset files are (or go)"),
-    ("--epochs", "epochs", int, None),
-    ("--iterations", "iterations", int, "train for this many iterations (wins over --epochs)"),
-    ("--batch-size", "batch_size", int, "global mini-batch size"),
-    ("--lr", "lr", float, None),
-    ("--momentum", "momentum", float, None),
-    ("--weight-decay", "weight_decay", float, None),
-    ("--schedule", "schedule", str, "step, cosine, onecycle, constant or plateau"),
-    ("--label-smoothing", "label_smoothing", float, None),
-    ("--grad-clip", "grad_clip", float, "clip the gradient norm to this value"),
-    ("--val-size", "val_size", float, "images (or a fraction) held out of the training set for validation"),
-    ("--image-size", "image_size", int, "resize image-folder images to this size"),
-    ("--device", "device", str, "auto (default), cpu, cuda or cuda:N"),
-    ("--seed", "seed", int, None),
-    ("--workers", "num_workers", int, "loader processes for streamed image folders"),
-    ("--name", "name", str, "a display name for reports"),
-]
-_TRAIN_SWITCHES = [
-    ("--nesterov", "nesterov", True), ("--deterministic", "deterministic", True),
-    ("--channels-last", "channels_last", True), ("--compile", "compile", True), ("--no-amp", "amp", False),
-    ("--sync-bn", "sync_bn", True), ("--scale-lr", "scale_lr", True), ("--skip-bad", "skip_bad", True),
-    ("--no-progress", "progress", False),
-]
-_RESUME_MAY_CHANGE = {"epochs", "iterations", "device", "progress", "num_workers"}
+def _list_type(item: Callable[[str], Any]) -> Callable[[str], list]:
+    def parse(text: str) -> list:
+        parsed = yaml.safe_load(text) if text.strip().startswith("[") else text.split(",")
+        try:
+            return [item(str(v).strip()) for v in (parsed if isinstance(parsed, list) else [parsed]) if str(v).strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from None
+    parse.__name__ = "list"
+    return parse
+
+
+def _number(text: str) -> int | float:
+    value = float(text)
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+
+
+def _config_flag(p: argparse.ArgumentParser, f: dataclasses.Field, hint: Any) -> None:
+    """One ``reslab train`` flag for the RunConfig field ``f``: its type, choices and help from the
+    field's annotation and metadata, the dataclass default shown."""
+    flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
+    text = f.metadata.get("help", "") + f" (default: {default if default not in (None, []) else 'unset'})"
+    kw: dict[str, Any] = {"dest": f"cfg_{f.name}", "default": None, "help": text}
+    args = [t for t in typing.get_args(hint) if t is not type(None)]
+    if hint is bool:
+        p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        return
+    if typing.get_origin(hint) is typing.Literal:
+        kw["choices"] = typing.get_args(hint)
+    elif typing.get_origin(hint) is list:
+        kw.update(type=_list_type(typing.get_args(hint)[0]), metavar="A,B,...")
+    elif set(args) == {int, float}:
+        kw.update(type=_number, metavar="N")
+    else:
+        base = args[0] if args else hint
+        kw.update(type=base, metavar={int: "N", float: "X"}.get(base, f.name.split("_")[-1].upper()))
+    p.add_argument(flag, **kw)
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -138,159 +159,90 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a full config YAML, e.g. the config.yaml of an earlier run")
     p.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly where it stopped")
-    for flag, dest, typ, help_text in _TRAIN_FLAGS:
-        p.add_argument(flag, dest=f"cfg_{dest}", type=typ, default=None, help=help_text)
-    for flag, dest, value in _TRAIN_SWITCHES:
-        p.add_argument(flag, dest=f"cfg_{dest}", action="store_const", const=value, default=None)
+    hints = typing.get_type_hints(RunConfig)
+    for f in dataclasses.fields(RunConfig):
+        if f.metadata.get("cli", True):
+            _config_flag(p, f, hints[f.name])
     p.add_argument("--arch", action="append", metavar="KEY=VALUE", help="architecture option, e.g. --arch shortcut=B")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config field, e.g. --set milestones=[30,60]")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
-def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+def _train_config(args: argparse.Namespace) -> RunConfig:
     given = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
-    if "val_size" in given and float(given["val_size"]).is_integer() and given["val_size"] >= 1:
-        given["val_size"] = int(given["val_size"])
     given.update(parse_sets(args.set))
-    return given
+    config = rundir.read_config(args.resume) if args.resume and rundir.is_run_dir(args.resume) else args.config
+    if args.resume and not rundir.is_run_dir(args.resume):
+        raise ReslabError(f"{args.resume} is not a run directory (no config.yaml and checkpoints/); "
+                          "give the --out of an earlier run")
+    return resolve_config(args.model, recipe=args.recipe, config=config, arch=parse_sets(args.arch, "--arch"), **given)
 
 
 @command("train", "train a model and write a run directory", _train_args)
 def cmd_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .train.checkpoint import is_run_dir
-    from .train.config import make_config
-    from .train.loop import TrainingInterrupted, fit
-
-    overrides = _train_overrides(args)
-    arch = parse_sets(args.arch, "--arch")
-    if args.resume:
-        run_dir = Path(args.resume)
-        if not is_run_dir(run_dir):
-            raise ReslabError(f"{run_dir} is not a run directory (no config.yaml and checkpoints/); give the --out of an earlier run")
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-        if args.model and args.model != saved.get("model"):
-            raise ReslabError(f"{run_dir} holds a {saved.get('model')} run, not {args.model}")
-        changed = sorted(set(overrides) - _RESUME_MAY_CHANGE) + (["--arch"] if arch else []) + (["--recipe"] if args.recipe else [])
-        if changed:
-            raise ReslabError(f"cannot change {', '.join(changed)} when resuming; only {', '.join(sorted(_RESUME_MAY_CHANGE))} may change")
-        cfg = make_config(saved, **overrides)
-        out, resume = run_dir, True
-    else:
-        base = None
-        if args.config:
-            path = Path(args.config)
-            if not path.is_file():
-                raise ReslabError(f"config file not found: {path}")
-            base = yaml.safe_load(path.read_text()) or {}
-        if args.model:
-            overrides["model"] = args.model
-        elif not base:
-            raise ReslabError("name a model to train, e.g. 'reslab train resnet20 --data cifar10' (or give --config)")
-        if arch:
-            overrides["model_args"] = {**((base or {}).get("model_args") or {}), **arch}
-        cfg = make_config(base, recipe=args.recipe, **overrides)
-        from .models.registry import get_model_entry
-
-        get_model_entry(cfg.model)  # unknown names fail before any data is loaded
-        out, resume = args.out, False
+    cfg = _train_config(args)
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
+    get_model_entry(cfg.model)  # unknown names fail before any data is loaded
     try:
-        result = fit(cfg, out, resume=resume)
+        result = fit(cfg, args.resume or args.out, resume=bool(args.resume))
     except TrainingInterrupted as e:
         print(f"reslab: {e}", file=sys.stderr)
         return 130
-    if int(os.environ.get("RANK", "0")) != 0:
-        return 0
-    best = f"best val err {result.best_val_err:.2f}% (epoch {result.best_epoch})" if result.best_val_err is not None else "no validation split"
-    test = f", test err {result.test['top1_err']:.2f}% ({result.test['protocol']})" if result.test else ""
-    print(f"{result.run_dir}: {result.steps} steps in {result.wall_time:.0f}s, {best}{test}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        render_run_report(result.run_dir)
+        best = f"best val err {result.best_val_err:.2f}% (epoch {result.best_epoch})" if result.best_val_err is not None else "no validation split"
+        test = f", test err {result.test['top1_err']:.2f}% ({result.test['protocol']})" if result.test else ""
+        print(f"{result.run_dir}: {result.steps} steps in {result.wall_time:.0f}s, {best}{test}")
     return 0
 
 
 # -- reslab eval ----------------------------------------------------------------------------------
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir")
-    p.add_argument("--protocol", default=None, help="center, 10crop or multiscale (default: the recipe's)")
-    p.add_argument("--split", default="test", choices=["test", "val"])
-    p.add_argument("--checkpoint", default="best", help="best, last or a .safetensors path")
+    p.add_argument("run_dir", help="a run directory written by 'reslab train'")
+    p.add_argument("--protocol", default=None, choices=["center", "10crop", "multiscale"],
+                   help="test protocol (default: the run's test_protocol)")
+    p.add_argument("--split", default="test", choices=["test", "val"], help="which split (default: test)")
+    p.add_argument("--checkpoint", default="best", help="best, last or a .safetensors path (default: best)")
     p.add_argument("--data", default=None,
                    help="the dataset to evaluate on (default: the run's), e.g. imagefolder:PATH when the images moved")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--data-dir", default=None, help="where the dataset's files are (default: the run's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
 
 
 @command("eval", "evaluate a trained run: top-1/top-5 error, per-class accuracy, confusion matrix", _eval_args)
 def cmd_eval(args: argparse.Namespace) -> int:
-    import json
-
-    from ._table import format_table
-    from .data import load_dataset
-    from .evaluate import evaluate
-    from .io import atomic_write_text
-    from .runs import load_run
-    from .train.distributed import resolve_device
-
-    from .train.distributed import init_distributed
-
     device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
     ctx = init_distributed(device)  # under torchrun each rank evaluates a disjoint shard
-    run = load_run(args.run_dir, args.checkpoint, device)
-    cfg = run.config
-    data_name = args.data or cfg.data
-    splits = load_dataset(data_name, data_dir=args.data_dir or cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed,
-                          skip_bad=cfg.skip_bad, image_size=cfg.image_size)
-    if list(splits.classes) != list(run.classes):
-        raise ReslabError(f"{data_name} has classes {', '.join(map(str, splits.classes[:5]))}... but the run was trained "
-                          f"on {', '.join(map(str, run.classes[:5]))}...; give the data it was trained on")
-    data = splits.test if args.split == "test" else splits.val
-    if data is None or len(data) == 0:
-        raise ReslabError(f"{data_name} has no {args.split} split to evaluate")
-    protocol = args.protocol or cfg.test_protocol
-    res = evaluate(run.model, data, normalizer=run.normalizer, num_classes=len(run.classes), protocol=protocol,
-                   batch_size=args.batch_size, device=device, pad=cfg.pad, crop_size=cfg.crop_size,
-                   scales=cfg.test_scales or None, num_workers=cfg.num_workers, rank=ctx.rank, world_size=ctx.world_size)
-    if not ctx.is_main:
-        return 0
-    report = {"split": args.split, "checkpoint": run.checkpoint, **res.to_dict(run.classes)}
-    name = f"eval-{args.split}-{protocol}"
-    atomic_write_text(run.run_dir / f"{name}.json", json.dumps(report, indent=2))
-    try:
-        from .report import plot_confusion_matrix
-
-        plot_confusion_matrix(res.confusion, run.classes, run.run_dir / "plots" / f"confusion-{args.split}-{protocol}.png")
-    except ImportError:
-        pass
-    rows = [[c, f"{a:.2f}" if a is not None else "-"] for c, a in report["per_class_acc"].items()]
-    print(format_table(["class", "accuracy %"], rows))
-    print(f"{args.split} ({protocol}, {run.checkpoint} checkpoint, {res.n} images): "
-          f"top-1 error {res.top1_err:.2f}%  top-5 error {res.top5_err:.2f}%  loss {res.loss:.4f}")
-    print(f"wrote {run.run_dir / (name + '.json')}")
+    ev = evaluate_run(args.run_dir, split=args.split, protocol=args.protocol, checkpoint=args.checkpoint,
+                      data=args.data, data_dir=args.data_dir, device=device, batch_size=args.batch_size,
+                      rank=ctx.rank, world_size=ctx.world_size)
+    if ctx.is_main:
+        res = ev.result
+        acc = ev.to_dict()["per_class_acc"]
+        print(format_table(["class", "accuracy %"], [[c, f"{a:.2f}" if a is not None else "-"] for c, a in acc.items()]))
+        print(f"{ev.split} ({res.protocol}, {ev.checkpoint} checkpoint, {res.n} images): "
+              f"top-1 error {res.top1_err:.2f}%  top-5 error {res.top5_err:.2f}%  loss {res.loss:.4f}")
+        print(f"wrote {ev.json_path}")
     return 0
 
 
 # -- reslab predict -------------------------------------------------------------------------------
 def _predict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--checkpoint", default="best")
-    p.add_argument("--device", default="auto")
+    p.add_argument("run_dir", help="a run directory written by 'reslab train'")
+    p.add_argument("images", nargs="+", help="image files (any format PIL reads)")
+    p.add_argument("--topk", type=int, default=5, help="classes to show per image (default: 5)")
+    p.add_argument("--checkpoint", default="best", help="best, last or a .safetensors path (default: best)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
 
 
 @command("predict", "top-k classes with probabilities for image files", _predict_args)
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .runs import load_run, predict
-    from .train.distributed import resolve_device
-
     if args.topk < 1:
         raise ReslabError(f"--topk must be at least 1, got {args.topk}")
-    run = load_run(args.run_dir, args.checkpoint, resolve_device(args.device))
-    for pred in predict(run, args.images, args.topk):
+    for pred in predict(load_run(args.run_dir, args.checkpoint, resolve_device(args.device)), args.images, args.topk):
         print(pred.path)
         for cls, prob in pred.top:
             print(f"  {prob * 100:6.2f}%  {cls}")
@@ -299,20 +251,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # -- reslab demo ----------------------------------------------------------------------------------
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--depth", type=int, default=None, help="CIFAR-style depth 6n+2 (default 20)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--data", default="embedded")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="runs/demo", help="where the two runs and the report go (default: runs/demo)")
+    p.add_argument("--depth", type=int, default=20, help="CIFAR-style depth 6n+2 of both nets (default: 20)")
+    p.add_argument("--epochs", type=int, default=8, help="epochs per net (default: 8)")
+    p.add_argument("--data", default="embedded", help="dataset (default: embedded, shipped with reslab)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
 
 
 @command("demo", "offline demo: a plain and a residual net side by side on the embedded data", _demo_args)
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    kwargs = {k: v for k, v in (("depth", args.depth), ("epochs", args.epochs)) if v is not None}
-    result = run_demo(args.out, data=args.data, device=args.device, **kwargs)
-    print(result.summary)
+    print(run_demo(args.out, depth=args.depth, epochs=args.epochs, data=args.data, device=args.device).summary)
     return 0
 
 
@@ -320,30 +268,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", help="run directories (or experiment directories)")
     p.add_argument("--out", help="with several runs: write a comparison report here")
-    p.add_argument("--title", default="Comparison")
+    p.add_argument("--title", default="Comparison", help="the comparison report's title (default: Comparison)")
 
 
 @command("report", "re-render reports and plots from run directories", _report_args)
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .report import render_comparison, render_run_report
-    from .train.checkpoint import is_run_dir
-
-    written = []
-    for p in map(Path, args.paths):
-        if is_run_dir(p):
-            written.append(render_run_report(p))
-        elif (p / "experiment.json").is_file():
-            from .experiments import render_experiment
-
-            written.append(render_experiment(p))
-        else:
+    paths = [Path(p) for p in args.paths]
+    for p in paths:
+        if not rundir.is_run_dir(p) and not (p / "experiment.json").is_file():
             raise ReslabError(f"{p} is neither a run directory nor an experiment directory")
+    written = [render_run_report(p) if rundir.is_run_dir(p) else experiments.render_experiment(p) for p in paths]
     if args.out:
-        written.append(render_comparison([p for p in map(Path, args.paths) if is_run_dir(p)], Path(args.out), title=args.title))
-    for w in written:
-        print(w)
+        written.append(render_comparison([p for p in paths if rundir.is_run_dir(p)], Path(args.out), title=args.title))
+    print("\n".join(map(str, written)))
     return 0
 
 
@@ -353,38 +290,53 @@ def _recipes_args(p: argparse.ArgumentParser) -> None:
 
 @command("recipes", "list the shipped training recipes, or print one", _recipes_args)
 def cmd_recipes(args: argparse.Namespace) -> int:
-    from importlib import resources
-
-    from .train.config import list_recipes, load_recipe
-
     if args.name:
         load_recipe(args.name)  # validates the name with a clear error
         print((resources.files("reslab") / "recipes" / f"{args.name}.yaml").read_text(), end="")
         return 0
     for name in list_recipes():
         text = (resources.files("reslab") / "recipes" / f"{name}.yaml").read_text()
-        first = next((l.lstrip("# ").strip() for l in text.splitlines() if l.startswith("#")), "")
+        first = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), "")
         print(f"{name:16s} {first}")
     return 0
 
 
 # -- reslab reproduce ------------------------------------------------------------------------------
 def _reproduce_args(p: argparse.ArgumentParser) -> None:
-    from .experiments import add_reproduce_args
-
-    add_reproduce_args(p)
+    budgets = ", ".join(experiments.BUDGETS)
+    p.add_argument("experiment", help=f"one of {', '.join(experiments.NAMES)}")
+    p.add_argument("paths", nargs="*", help="responses: run directories or experiment directories to measure")
+    p.add_argument("--data", default="cifar10",
+                   help="dataset: cifar10 (default), imagefolder:PATH (a folder or .tar.gz of one), embedded")
+    p.add_argument("--data-dir", default=None, help="where to look for the dataset's files first")
+    p.add_argument("--out", default=None, help="experiment directory (default runs/EXPERIMENT-BUDGET; runs/responses)")
+    p.add_argument("--budget", default=experiments.DEFAULT_BUDGET,
+                   help=f"training budget, one of {budgets}, auto (default: full on a GPU, {experiments.CPU_BUDGET} on a "
+                        "CPU, or the budget --out was started with): full is the paper's 64k-iteration schedule, "
+                        "the cpu-* presets shorten it for a CPU, tiny takes seconds (tests); the report states the "
+                        "preset's settings")
+    p.add_argument("--seeds", type=int, default=1, help="runs per net; tables give mean ± std (default 1)")
+    p.add_argument("--depths", default=None, help="comma-separated depths, e.g. 20,32,44,56,110,1202")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    p.add_argument("--images", type=int, default=500, help="responses: test images measured (default 500)")
+    p.add_argument("--checkpoint", default="best", help="responses: best or last weights (default best)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: all cores; on a busy shared CPU 1 can be much faster)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs that would be trained, train nothing")
 
 
 @command("reproduce", "the paper's experiments, one command each, with reports beside the paper's numbers", _reproduce_args)
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .experiments import run_reproduce
-
-    return run_reproduce(args)
+    report = experiments.reproduce(
+        args.experiment, args.paths, out=args.out, budget=args.budget, data=args.data, data_dir=args.data_dir,
+        seeds=args.seeds, depths=args.depths, device=args.device, images=args.images, checkpoint=args.checkpoint,
+        threads=args.threads, dry_run=args.dry_run, command=getattr(args, "command_line", None))
+    if not args.dry_run:
+        print(f"report: {report}\n{experiments.findings_text(report)}".rstrip())
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = argparse.ArgumentParser(prog="reslab", description="Deep residual learning for image recognition.")
     parser.add_argument("--version", action="version", version=f"reslab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -397,7 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.command_line = "reslab " + shlex.join(argv)  # recorded by commands that log how they were run
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -4,15 +4,19 @@ report that sets their curves side by side (the shape of the paper's Figure 6)."
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import rundir
 from ._table import format_table
+from .config import make_config
 from .errors import ReslabError
+from .models import list_models
+from .report import render_comparison, render_run_report
+from .train import train_or_reuse
 
-__all__ = ["run_demo", "DemoResult", "run_status"]
+__all__ = ["run_demo", "DemoResult"]
 
 
 @dataclass
@@ -24,45 +28,6 @@ class DemoResult:
     summary: str
 
 
-def run_status(run_dir: Path) -> str | None:
-    """The status of a run's last ``end`` record (``finished``, ``interrupted``, ``nan``) or None."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    status = None
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if rec.get("event") == "end":
-            status = rec.get("status")
-    return status
-
-
-def train_or_reuse(cfg, run_dir: Path):
-    """Train ``cfg`` into ``run_dir``; a finished run there is reused, an unfinished one resumed."""
-    from .train.checkpoint import is_run_dir
-    from .train.loop import fit
-
-    if run_status(run_dir) == "finished":
-        return None
-    resume = is_run_dir(run_dir) and (run_dir / "checkpoints" / "last.state.pt").is_file()
-    return fit(cfg, run_dir, resume=resume)
-
-
-def _last(run_dir: Path, event: str) -> dict:
-    rec = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if r.get("event") == event:
-            rec = r
-    return rec
-
-
 def run_demo(out: str | Path = "runs/demo", *, depth: int = 20, epochs: int = 8, data: str = "embedded",
              device: str = "auto", recipe: str = "short_cpu") -> DemoResult:
     """Train plain{depth} and resnet{depth} and write ``out/report.md`` comparing them.
@@ -71,10 +36,6 @@ def run_demo(out: str | Path = "runs/demo", *, depth: int = 20, epochs: int = 8,
         depth: a CIFAR-style depth 6n+2 that has both a plain and a residual registration.
         epochs: epochs per network (the short CPU recipe's one-cycle schedule adapts to it).
     """
-    from .models import list_models
-    from .report import render_comparison
-    from .train.config import make_config
-
     names = {"plain": f"plain{depth}", "ResNet": f"resnet{depth}"}
     missing = [n for n in names.values() if n not in list_models()]
     if missing:
@@ -86,12 +47,13 @@ def run_demo(out: str | Path = "runs/demo", *, depth: int = 20, epochs: int = 8,
         cfg = make_config(recipe=recipe, model=model, data=data, epochs=epochs, device=device, name=model, log_every=10)
         run_dir = out / model
         print(f"training {model} on {data} ({epochs} epochs) -> {run_dir}", flush=True)
-        train_or_reuse(cfg, run_dir)
+        if train_or_reuse(cfg, run_dir) != "reused":
+            render_run_report(run_dir)
         runs[group] = run_dir
     wall = time.time() - t0
     rows = []
     for group, run_dir in runs.items():
-        ep, test, end = _last(run_dir, "epoch"), _last(run_dir, "test"), _last(run_dir, "end")
+        ep, test, end = (rundir.last_record(run_dir, e) for e in ("epoch", "test", "end"))
         rows.append([run_dir.name, f"{ep.get('train_err', float('nan')):.2f}", f"{ep.get('val_err', float('nan')):.2f}",
                      f"{test.get('top1_err', float('nan')):.2f}", f"{end.get('wall_time', 0):.0f}s"])
     table = format_table(["model", "train err %", "val err %", "test err %", "time"], rows)

@@ -8,20 +8,29 @@ counts are summed: every sample is counted exactly once.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
+from . import rundir
+from .data import DatasetSplits, FileImages, load_dataset
 from .data.transforms import Normalizer, ResizeCenterCrop, resize_short_side_ratio, scaled_views, ten_crop_views
 from .errors import ReslabError
+from .io import atomic_write_text
+from .metrics import confusion_matrix, per_class_accuracy, topk_correct
 from .models.base import AuxOutput
-from .train.metrics import confusion_matrix, per_class_accuracy, topk_correct
+from .plots import plot_confusion_matrix
+from .predict import load_run
 
-__all__ = ["EvalResult", "evaluate", "PROTOCOLS"]
+__all__ = ["EvalResult", "RunEvaluation", "evaluate", "evaluate_run", "PROTOCOLS"]
 
 PROTOCOLS = ("center", "10crop", "multiscale")
 
@@ -46,6 +55,7 @@ class EvalResult:
             "protocol": self.protocol, "n": self.n, "loss": self.loss, "top1_err": self.top1_err,
             "top5_err": self.top5_err,
             "per_class_acc": {c: (None if math.isnan(a) else round(a, 4)) for c, a in zip(names, acc)},
+            "confusion": self.confusion.tolist(),
         }
 
 
@@ -105,8 +115,6 @@ def evaluate(model: nn.Module, data: Any, *, normalizer: Normalizer, num_classes
     finally:
         model.train(was_training)
     if world_size > 1:
-        import torch.distributed as dist
-
         for t in (cm, loss_sum, top5):
             dist.all_reduce(t)
     n = int(cm.sum())
@@ -127,8 +135,6 @@ class _null:
 
 def _batches(model, data, norm, protocol, batch_size, device, pad, crop_size, scales, channels_last,
              num_workers, rank, world_size):
-    from .data import FileImages
-
     lo, hi = _shard(len(data), rank, world_size)
     if isinstance(data, FileImages):
         yield from _file_batches(model, data, norm, protocol, batch_size, device, crop_size, scales,
@@ -149,8 +155,6 @@ def _batches(model, data, norm, protocol, batch_size, device, pad, crop_size, sc
 
 def _file_batches(model, data, norm, protocol, batch_size, device, crop_size, scales, channels_last,
                   num_workers, lo, hi):
-    from torch.utils.data import DataLoader, Dataset
-
     resize = resize_short_side_ratio(crop_size)
     if protocol == "center":
         transforms = [ResizeCenterCrop(resize, crop_size)]
@@ -186,3 +190,68 @@ def _file_batches(model, data, norm, protocol, batch_size, device, crop_size, sc
 
 def _collate_views(items):
     return [i[0] for i in items], torch.tensor([i[1] for i in items])
+
+
+@dataclass
+class RunEvaluation:
+    """What :func:`evaluate_run` measured, and where it wrote it."""
+
+    result: EvalResult
+    split: str
+    checkpoint: str
+    classes: list[str]
+    json_path: Path | None
+    plot_path: Path | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "checkpoint": self.checkpoint, **self.result.to_dict(self.classes)}
+
+
+def evaluate_run(run_dir: str | Path, *, split: str = "test", protocol: str | None = None, checkpoint: str = "best",
+                 data: str | None = None, data_dir: str | None = None, splits: DatasetSplits | None = None,
+                 device: torch.device | str = "cpu", batch_size: int | None = None,
+                 amp_dtype: torch.dtype | None = None, rank: int = 0, world_size: int = 1,
+                 plot_name: str | None = None) -> RunEvaluation:
+    """Evaluate a run's checkpoint on its own data (or ``data``), under the paper's test protocols.
+
+    Rank 0 writes ``eval-{split}-{protocol}.json`` (errors, loss, per-class accuracy, confusion
+    matrix) and ``plots/confusion-{split}-{protocol}.png`` into the run directory. ``fit`` uses
+    this for its final test; ``reslab eval`` calls it directly.
+
+    Args:
+        run_dir: the run directory.
+        split: ``test`` or ``val``.
+        protocol: ``center``, ``10crop`` or ``multiscale`` (default: the run's ``test_protocol``).
+        checkpoint: ``best`` (``last`` when the run has no best yet), ``last`` or a ``.safetensors`` path.
+        data: a dataset name to evaluate on instead of the run's (class names must match).
+        splits: already-loaded splits (skips loading; ``fit`` passes its own).
+        plot_name: the confusion plot's file name in ``plots/`` (default ``confusion-{split}-{protocol}.png``).
+    """
+    if split not in ("test", "val"):
+        raise ReslabError(f"split must be test or val, got {split!r}")
+    if batch_size is not None and batch_size < 1:
+        raise ReslabError(f"batch size must be at least 1, got {batch_size}")
+    run = load_run(run_dir, checkpoint, device)
+    cfg = run.config
+    data_name = data or cfg.data
+    if splits is None:
+        splits = load_dataset(data_name, data_dir=data_dir or cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed,
+                              skip_bad=cfg.skip_bad, image_size=cfg.image_size)
+    if list(splits.classes) != list(run.classes):
+        raise ReslabError(f"{data_name} has classes {', '.join(map(str, splits.classes[:5]))}... but the run was trained "
+                          f"on {', '.join(map(str, run.classes[:5]))}...; give the data it was trained on")
+    images = splits.test if split == "test" else splits.val
+    if images is None or len(images) == 0:
+        raise ReslabError(f"{data_name} has no {split} split to evaluate")
+    protocol = protocol or cfg.test_protocol
+    res = evaluate(run.model, images, normalizer=run.normalizer, num_classes=len(run.classes), protocol=protocol,
+                   batch_size=batch_size or max(cfg.batch_size, 256), device=device, pad=cfg.pad,
+                   crop_size=cfg.crop_size, scales=cfg.test_scales or None, channels_last=cfg.channels_last,
+                   amp_dtype=amp_dtype, num_workers=cfg.num_workers, rank=rank, world_size=world_size)
+    out = RunEvaluation(res, split, run.checkpoint, list(run.classes), None, None)
+    if rank == 0:
+        out.json_path = run.run_dir / f"eval-{split}-{res.protocol}.json"
+        atomic_write_text(out.json_path, json.dumps(out.to_dict(), indent=2))
+        out.plot_path = run.run_dir / rundir.PLOTS / (plot_name or f"confusion-{split}-{res.protocol}.png")
+        plot_confusion_matrix(res.confusion, list(run.classes), out.plot_path)
+    return out

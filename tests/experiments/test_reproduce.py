@@ -1,11 +1,10 @@
 """reslab reproduce: the paper's experiments on the tiny budget and the embedded data.
 
-Each test drives the subcommand the way the CLI does: an argparse parser given
-``add_reproduce_args``, then ``run_reproduce``. One thread: on a shared 2-core machine two
+Each test drives the subcommand the way the CLI does (its parser, then its handler, so errors
+arrive as ReslabError rather than exit codes). One thread: on a shared 2-core machine two
 threads can be an order of magnitude slower.
 """
 
-import argparse
 import json
 import shutil
 import statistics
@@ -14,15 +13,15 @@ import pytest
 import yaml
 
 from reslab.errors import ReslabError
-from reslab.experiments import add_reproduce_args, render_experiment, run_reproduce
+from reslab.cli import build_parser
+from reslab.experiments import render_experiment
 
 TINY = ["--budget", "tiny", "--data", "embedded", "--threads", "1"]
 
 
 def reproduce(*argv):
-    parser = argparse.ArgumentParser()
-    add_reproduce_args(parser)
-    return run_reproduce(parser.parse_args([str(a) for a in argv]))
+    args = build_parser().parse_args(["reproduce", *(str(a) for a in argv)])
+    return args._run(args)
 
 
 def records(run_dir):

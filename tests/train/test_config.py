@@ -2,8 +2,10 @@
 
 import pytest
 
+import reslab
+
 from reslab.errors import ReslabError
-from reslab.train.config import list_recipes, load_recipe, make_config
+from reslab.config import list_recipes, load_recipe, make_config
 from reslab.train.schedule import LRSchedule
 
 
@@ -17,25 +19,44 @@ def test_paper_cifar10_recipe_is_the_papers():
 
 def test_paper_schedule_divides_by_ten_at_32k_and_48k():
     cfg = make_config(recipe="paper_cifar10", model="resnet56")
-    s = LRSchedule(cfg, steps_per_epoch=351, total_steps=64000, model_name="resnet56", base_lr=cfg.lr)
+    s = LRSchedule(cfg, steps_per_epoch=351, total_steps=64000, base_lr=cfg.lr, model_depth=56)
     assert [s.lr(i) for i in (0, 31999, 32000, 47999, 48000, 63999)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
 
 
 def test_resnet110_warms_up_at_001_until_error_below_80():
     cfg = make_config(recipe="paper_cifar10", model="resnet110")
-    s = LRSchedule(cfg, 351, 64000, "resnet110", cfg.lr)
+    depth = reslab.create_model("resnet110").spec.depth
+    assert depth == 110
+    s = LRSchedule(cfg, 351, 64000, cfg.lr, model_depth=depth)
     assert s.lr(0) == pytest.approx(0.01)
     s.observe_train_error(100, 85.0)
     assert s.lr(100) == pytest.approx(0.01)
     s.observe_train_error(150, 79.0)
     assert s.lr(151) == pytest.approx(0.1)
-    other = LRSchedule(make_config(recipe="paper_cifar10", model="resnet56"), 351, 64000, "resnet56", 0.1)
+    other = LRSchedule(make_config(recipe="paper_cifar10", model="resnet56"), 351, 64000, 0.1,
+                       model_depth=reslab.create_model("resnet56").spec.depth)
     assert other.lr(0) == pytest.approx(0.1)
+    # keyed on the depth, not on names: the plain twin and pre-activation nets of 110+ layers warm up too
+    for name in ("plain110", "preact_resnet164"):
+        deep = LRSchedule(make_config(recipe="paper_cifar10", model=name), 351, 64000, 0.1,
+                          model_depth=reslab.create_model(name).spec.depth)
+        assert deep.lr(0) == pytest.approx(0.01), name
+    # a model without a depth (not a ResNet spec) does not warm up under a depth rule
+    assert LRSchedule(cfg, 351, 64000, 0.1, model_depth=None).lr(0) == pytest.approx(0.1)
+
+
+def test_configs_saved_with_warmup_models_still_resolve():
+    saved = make_config(recipe="paper_cifar10", model="resnet110").to_dict()
+    del saved["warmup_min_depth"]
+    saved["warmup_models"] = ["resnet110", "plain110"]
+    assert make_config(saved).warmup_min_depth == 110
+    saved["warmup_models"] = []
+    assert make_config(saved).warmup_min_depth is None
 
 
 def test_plateau_divides_after_patience():
     cfg = make_config(recipe="paper_imagenet", model="resnet50", plateau_patience=2)
-    s = LRSchedule(cfg, 100, 1000, "resnet50", 0.1)
+    s = LRSchedule(cfg, 100, 1000, 0.1)
     for err in (50, 40, 41, 40.5, 40.2):
         s.observe_val_error(err)
     assert s.lr(0) == pytest.approx(0.01)
@@ -44,7 +65,7 @@ def test_plateau_divides_after_patience():
 def test_onecycle_and_cosine_shapes():
     for kind in ("onecycle", "cosine"):
         cfg = make_config(model="resnet20", schedule=kind, lr=0.2)
-        s = LRSchedule(cfg, 10, 1000, "resnet20", 0.2)
+        s = LRSchedule(cfg, 10, 1000, 0.2)
         lrs = [s.lr(i) for i in range(0, 1001, 50)]
         assert max(lrs) == pytest.approx(0.2, rel=0.02) and lrs[-1] < 0.001
 

@@ -10,7 +10,8 @@ import yaml
 from safetensors.torch import load_file
 
 from reslab.errors import ReslabError
-from reslab.train.config import make_config
+from reslab.report import render_run_report
+from reslab.config import make_config
 from reslab.train.loop import TrainingDiverged, TrainingInterrupted, fit
 
 
@@ -77,9 +78,18 @@ def test_model_selection_uses_validation_and_test_is_evaluated_once(tmp_path, ti
     tests = _events(tmp_path / "r", "test")
     assert len(tests) == 1 and tests[0]["checkpoint"] == "best"
     run = tmp_path / "r"
-    for f in ("config.yaml", "env.json", "metrics.jsonl", "report.md", "report.html", "plots/curves.png",
+    for f in ("config.yaml", "env.json", "metrics.jsonl", "plots/confusion.png", "eval-test-center.json",
               "checkpoints/best.safetensors", "checkpoints/last.safetensors", "preprocess.safetensors"):
         assert (run / f).is_file(), f
+    # fit writes no report (it does not import the report module); callers render it afterwards
+    assert not (run / "report.md").exists()
+    render_run_report(run)
+    for f in ("report.md", "report.html", "plots/curves.png"):
+        assert (run / f).is_file(), f
+    # the final test's evaluation file agrees with the test record in metrics.jsonl
+    ev = json.loads((run / "eval-test-center.json").read_text())
+    assert ev["top1_err"] == tests[0]["top1_err"] and ev["checkpoint"] == "best" and ev["n"] == len(tiny.test)
+    assert sum(map(sum, ev["confusion"])) == len(tiny.test)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["model"] == "resnet20" and cfg["lr"] == 0.05
     assert json.loads((run / "env.json").read_text())["params"] > 0
@@ -94,7 +104,7 @@ def test_bad_run_directories(tmp_path, tiny):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ReslabError, match="cannot write to output directory"):
         fit(_cfg(epochs=1), tmp_path / "file" / "run", data=tiny)
-    with pytest.raises(ReslabError, match="do not fit resnet32"):
+    with pytest.raises(ReslabError, match="holds a resnet20 run, not resnet32"):
         fit(_cfg(epochs=2, model="resnet32"), tmp_path / "r", data=tiny, resume=True)
 
 

@@ -19,19 +19,24 @@ Python::
 
 from __future__ import annotations
 
-import argparse
-import shlex
-import sys
+import difflib
+import json
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import ReslabError
-from . import degradation, depth, shortcuts
-from .budgets import BUDGETS, Budget, get_budget
-from .runner import ExperimentDef, read_experiment, render_training_experiment, run_training_experiment
+import torch
 
-__all__ = ["EXPERIMENTS", "BUDGETS", "Budget", "ExperimentDef", "add_reproduce_args", "run_reproduce",
-           "resolve_budget", "render_experiment", "reproduce", "get_budget"]
+from ..errors import ReslabError
+from ..train.distributed import resolve_device
+from . import degradation, depth, shortcuts
+from .base import ExperimentDef, read_experiment
+from .budgets import BUDGETS, Budget, get_budget
+from .responses import render_responses, run_responses
+from .results import render_training_experiment
+from .runner import run_training_experiment
+
+__all__ = ["EXPERIMENTS", "NAMES", "BUDGETS", "Budget", "ExperimentDef", "DEFAULT_BUDGET", "CPU_BUDGET",
+           "resolve_budget", "render_experiment", "reproduce", "get_budget", "findings_text"]
 
 EXPERIMENTS: dict[str, ExperimentDef] = {e.name: e for e in (degradation.EXPERIMENT, shortcuts.EXPERIMENT,
                                                              depth.EXPERIMENT)}
@@ -42,8 +47,6 @@ CPU_BUDGET = "cpu-30min"
 
 def _check_name(experiment: str) -> None:
     if experiment not in NAMES:
-        import difflib
-
         close = difflib.get_close_matches(str(experiment), NAMES, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ReslabError(f"unknown experiment {experiment!r}{hint}; choose one of {', '.join(NAMES)}")
@@ -86,8 +89,6 @@ def reproduce(experiment: str, paths: Sequence[str | Path] = (), *, out: str | P
                           command=command)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ReslabError(f"--threads must be a positive integer, got {threads!r}")
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -101,8 +102,6 @@ def reproduce(experiment: str, paths: Sequence[str | Path] = (), *, out: str | P
 def _reproduce(experiment: str, paths: Sequence[str | Path], *, out, budget, data, data_dir, seeds, depths, device,
                images, checkpoint, dry_run, command) -> Path:
     if experiment == "responses":
-        from .responses import run_responses
-
         if checkpoint not in ("best", "last"):
             raise ReslabError(f"--checkpoint must be best or last, got {checkpoint!r}")
         return run_responses(paths, out=out or "runs/responses", images=images, checkpoint=checkpoint,
@@ -126,8 +125,6 @@ def resolve_budget(experiment: str, budget: str, device: str, out: str | Path | 
         if old.get("experiment") == experiment and old.get("budget") in BUDGETS:
             print(f"budget {old['budget']} (auto: the budget {out} was started with)", flush=True)
             return str(old["budget"])
-    from ..train.distributed import resolve_device
-
     chosen = "full" if resolve_device(device).type == "cuda" else CPU_BUDGET
     why = "a GPU: the paper's schedule" if chosen == "full" else "no GPU; --budget full for the paper's schedule"
     print(f"budget {chosen} (auto: {why})", flush=True)
@@ -140,59 +137,20 @@ def render_experiment(exp_dir: str | Path) -> Path:
     meta = read_experiment(exp_dir)
     name = meta.get("experiment")
     if name == "responses":
-        from .responses import render_responses
-
         return render_responses(exp_dir)
     if name not in EXPERIMENTS:
         raise ReslabError(f"{exp_dir / 'experiment.json'} names an unknown experiment {name!r}")
     return render_training_experiment(exp_dir, EXPERIMENTS[name])
 
 
-def add_reproduce_args(parser: argparse.ArgumentParser) -> None:
-    """Declare ``reslab reproduce``'s arguments on ``parser``."""
-    parser.add_argument("experiment", help=f"one of {', '.join(NAMES)}")
-    parser.add_argument("paths", nargs="*", help="responses: run directories or experiment directories to measure")
-    parser.add_argument("--data", default="cifar10",
-                        help="dataset: cifar10 (default), imagefolder:PATH (a folder or .tar.gz of one), embedded")
-    parser.add_argument("--data-dir", default=None, help="where to look for the dataset's files first")
-    parser.add_argument("--out", default=None,
-                        help="experiment directory (default runs/EXPERIMENT-BUDGET; runs/responses)")
-    parser.add_argument("--budget", default=DEFAULT_BUDGET,
-                        help=f"training budget, one of {', '.join(BUDGETS)}, auto (default: full on a GPU, {CPU_BUDGET} on a "
-                             "CPU, or the budget --out was started with): full is the paper's 64k-iteration schedule, "
-                             "the cpu-* presets shorten it for a CPU, tiny takes seconds (tests); the report states the "
-                             "preset's settings")
-    parser.add_argument("--seeds", type=int, default=1, help="runs per net; tables give mean ± std (default 1)")
-    parser.add_argument("--depths", default=None, help="comma-separated depths, e.g. 20,32,44,56,110,1202")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    parser.add_argument("--images", type=int, default=500, help="responses: test images measured (default 500)")
-    parser.add_argument("--checkpoint", default="best", help="responses: best or last weights (default best)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: all cores; on a busy shared CPU 1 can be much faster)")
-    parser.add_argument("--dry-run", action="store_true", help="list the runs that would be trained, train nothing")
-
-
-def run_reproduce(args: argparse.Namespace) -> int:
-    """``reslab reproduce``: one call into :func:`reproduce`; prints where the report is."""
-    command = "reslab reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 \
-        and sys.argv[1] == "reproduce" else None
-    report = reproduce(args.experiment, args.paths, out=args.out, budget=args.budget, data=args.data,
-                       data_dir=args.data_dir, seeds=args.seeds, depths=args.depths, device=args.device,
-                       images=args.images, checkpoint=args.checkpoint, threads=args.threads, dry_run=args.dry_run,
-                       command=command)
-    if not args.dry_run:
-        print(f"report: {report}")
-        _print_findings(Path(report).parent)
-    return 0
-
-
-def _print_findings(exp_dir: Path) -> None:
-    import json
-
+def findings_text(report: str | Path) -> str:
+    """The findings of the experiment whose report is ``report``, one line each ("" when none)."""
     try:
-        results = json.loads((exp_dir / "results.json").read_text())
+        results = json.loads((Path(report).parent / "results.json").read_text())
     except (OSError, ValueError):
-        return
+        return ""
+    lines = []
     for f in results.get("findings", []):
         verdict = {True: "yes", False: "no", None: "not tested"}[f.get("held")]
-        print(f"  {f['claim']}: {verdict} ({f['detail']})")
+        lines.append(f"  {f['claim']}: {verdict} ({f['detail']})")
+    return "\n".join(lines)

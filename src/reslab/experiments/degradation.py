@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .. import rundir
 from . import paper
 from ..plots import plot_error_vs_depth
 from .budgets import Budget
-from .runner import Analysis, ExperimentDef, Finding, Net, NetResult, Summary, fmt_stat, md_table
+from .base import Analysis, ExperimentDef, Finding, Net, NetResult, Summary, fmt_stat, md_table
 
 PLAIN, RESNET = "plain", "ResNet"
 
@@ -41,13 +42,11 @@ def _compare(deep: NetResult, shallow: NetResult, key: str, above: bool, claim: 
 
 def _throughout(summary: Summary, deep: NetResult, shallow: NetResult, above: bool) -> str:
     """On how many of the epochs logged by both first runs the training-error order held."""
-    from ..report import read_run
-
     if not deep.runs or not shallow.runs:
         return ""
     try:
-        d = {e["epoch"]: e.get("train_err") for e in read_run(summary.exp_dir / deep.runs[0].path).epochs}
-        s = {e["epoch"]: e.get("train_err") for e in read_run(summary.exp_dir / shallow.runs[0].path).epochs}
+        d = {e["epoch"]: e.get("train_err") for e in rundir.read_run(summary.exp_dir / deep.runs[0].path).epochs}
+        s = {e["epoch"]: e.get("train_err") for e in rundir.read_run(summary.exp_dir / shallow.runs[0].path).epochs}
     except Exception:  # an unreadable run is reported elsewhere
         return ""
     common = [k for k in d if k in s and d[k] is not None and s[k] is not None]

@@ -12,7 +12,7 @@ from typing import Sequence
 from . import paper
 from ..plots import plot_error_vs_depth
 from .budgets import Budget
-from .runner import Analysis, ExperimentDef, Finding, Net, Summary, fmt_stat, md_table
+from .base import Analysis, ExperimentDef, Finding, Net, Summary, fmt_stat, md_table
 
 
 def nets(depths: Sequence[int]) -> list[Net]:

@@ -14,11 +14,22 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
+from .. import rundir
+from .._table import format_duration
+from .._version import __version__
+from ..analysis import layer_responses
+from ..data import load_dataset, stratified_split
+from ..data.transforms import ResizeCenterCrop, resize_short_side_ratio
 from ..errors import ReslabError
 from ..io import atomic_write_text
-from . import paper
 from ..plots import plot_responses
-from .runner import Finding, _duration, _now, md_table, read_experiment
+from ..predict import load_run
+from ..report import markdown_to_html
+from ..train.distributed import resolve_device
+from . import paper
+from .base import Finding, md_table, now_iso, read_experiment
 
 TITLE = "Layer responses of plain and residual nets (He et al. 2015, Figure 7)"
 SOURCE = "He et al. 2015, Sec. 4.2 and Figure 7 (CIFAR-10)"
@@ -26,8 +37,6 @@ SOURCE = "He et al. 2015, Sec. 4.2 and Figure 7 (CIFAR-10)"
 
 def _source_runs(paths: Sequence[str | Path]) -> list[Path]:
     """Run directories named directly, or the runs of experiment directories (their first seed)."""
-    from ..train.checkpoint import is_run_dir
-
     if not paths:
         raise ReslabError("responses needs trained runs: give run directories or an experiment directory, e.g. "
                           "reslab reproduce responses runs/degradation-cpu-30min")
@@ -39,11 +48,11 @@ def _source_runs(paths: Sequence[str | Path]) -> list[Path]:
                 raise ReslabError(f"{p} is a responses experiment; give the runs or the training experiment it measured")
             entries = meta.get("runs") or []
             first = min((int(e.get("seed", 0)) for e in entries), default=0)
-            found = [p / e["path"] for e in entries if int(e.get("seed", 0)) == first and is_run_dir(p / e["path"])]
+            found = [p / e["path"] for e in entries if int(e.get("seed", 0)) == first and rundir.is_run_dir(p / e["path"])]
             if not found:
                 raise ReslabError(f"experiment {p} has no trained run yet; run it first")
             runs += found
-        elif is_run_dir(p):
+        elif rundir.is_run_dir(p):
             runs.append(p)
         else:
             raise ReslabError(f"{p} is neither a run directory (config.yaml and checkpoints/) nor an experiment "
@@ -58,9 +67,6 @@ def _source_runs(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def _test_batch(cfg, images: int, cache: dict):
-    import torch
-
-    from ..data import load_dataset, stratified_split
 
     key = (cfg.data, cfg.data_dir)
     if key not in cache:
@@ -73,7 +79,6 @@ def _test_batch(cfg, images: int, cache: dict):
     if images < len(split):
         split = split.subset(stratified_split(split.labels, images, seed=0)[1])
     if not hasattr(split, "images"):  # streamed from files: decode this batch
-        from ..data.transforms import ResizeCenterCrop, resize_short_side_ratio
 
         crop = ResizeCenterCrop(resize_short_side_ratio(cfg.crop_size), cfg.crop_size)
         return torch.stack([crop(split.load(i)) for i in range(len(split))])
@@ -102,17 +107,12 @@ def run_responses(paths: Sequence[str | Path], *, out: str | Path = "runs/respon
     Returns:
         The path of ``report.md``.
     """
-    import torch
-
-    from ..analysis import layer_responses
-    from ..runs import load_run
 
     if isinstance(images, bool) or not isinstance(images, int) or images < 2:
         raise ReslabError(f"--images must be an integer >= 2, got {images!r}")
     sources = _source_runs(paths)
     out = Path(out)
     t0 = time.time()
-    from ..train.distributed import resolve_device
 
     dev = resolve_device(device, 0)
     cache: dict = {}
@@ -130,12 +130,11 @@ def run_responses(paths: Sequence[str | Path], *, out: str | Path = "runs/respon
                          "layers": [n for n, _ in stds], "stds": values,
                          "mean_std": statistics.fmean(values), "median_std": statistics.median(values)})
         print(f"{run_dir}: {len(values)} 3x3 layers, mean std {statistics.fmean(values):.3f}", flush=True)
-    from .. import __version__
 
     meta = {"experiment": "responses", "title": TITLE, "source": SOURCE, "sources": [str(s) for s in sources],
             "images": images, "checkpoint": checkpoint, "device": device, "reslab": __version__,
             "command": command or "reslab reproduce responses " + " ".join(map(str, paths)),
-            "created": _now(), "sessions": [{"started": _now(), "wall_time": round(time.time() - t0, 3)}]}
+            "created": now_iso(), "sessions": [{"started": now_iso(), "wall_time": round(time.time() - t0, 3)}]}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "experiment.json", json.dumps(meta, indent=2) + "\n")
     atomic_write_text(out / "measurements.json", json.dumps(measured, indent=2) + "\n")
@@ -173,7 +172,6 @@ def _findings(measured: list[dict[str, Any]]) -> list[Finding]:
 
 def render_responses(exp_dir: str | Path) -> Path:
     """(Re)write the responses report from ``measurements.json``."""
-    from ..report import markdown_to_html
 
     exp_dir = Path(exp_dir)
     meta = read_experiment(exp_dir)
@@ -200,7 +198,7 @@ def render_responses(exp_dir: str | Path) -> Path:
         f"Reproduces {SOURCE}: the standard deviation of each 3x3 layer's response (its output after BN, before "
         "the ReLU or the addition with the shortcut) on a fixed class-stratified batch of "
         f"{meta.get('images')} test images, with the trained nets in eval mode. The stem's 3x3 conv counts as layer 1. "
-        f"Wall time {_duration(wall)}.", "",
+        f"Wall time {format_duration(wall)}.", "",
         "## Findings", "", f"The paper: {paper.FIG7}. Here:", "", *[f.markdown() for f in findings], "",
         "## Nets measured", "", table, "",
         "## Figure 7", "", "![Std of layer responses](plots/responses.png)", "",

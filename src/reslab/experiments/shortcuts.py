@@ -12,7 +12,7 @@ from typing import Sequence
 
 from . import paper
 from .budgets import Budget
-from .runner import Analysis, ExperimentDef, Finding, Net, NetResult, Summary, fmt_stat, md_table
+from .base import Analysis, ExperimentDef, Finding, Net, NetResult, Summary, fmt_stat, md_table
 
 OPTIONS = ("A", "B", "C")
 

@@ -15,11 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import rundir
 from ..errors import ReslabError
 from ..io import atomic_path
-from ..models.weights import load_state_dict_checked, read_safetensors, save_weights
+from ..models.weights import save_weights
+from ..predict import load_run_weights
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_run_weights", "rng_state", "set_rng_state", "is_run_dir"]
+__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -40,37 +42,20 @@ def _tuplify(x: Any) -> Any:
     return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
-def is_run_dir(path: str | Path) -> bool:
-    path = Path(path)
-    return (path / "config.yaml").is_file() and (path / "checkpoints").is_dir()
-
-
 def save_checkpoint(run_dir: Path, tag: str, model: nn.Module, state: dict[str, Any] | None = None,
                     metadata: dict[str, Any] | None = None) -> None:
     """Write ``checkpoints/{tag}.safetensors`` and, given ``state``, ``{tag}.state.pt``."""
-    ckpt = run_dir / "checkpoints"
     step = int((state or metadata or {}).get("step", -1))
     meta = {"step": str(step), **{k: str(v) for k, v in (metadata or {}).items()}}
-    save_weights(model, ckpt / f"{tag}.safetensors", metadata=meta)
+    save_weights(model, rundir.weights_file(run_dir, tag), metadata=meta)
     if state is not None:
-        with atomic_path(ckpt / f"{tag}.state.pt") as tmp:
+        with atomic_path(rundir.state_file(run_dir, tag)) as tmp:
             torch.save({**state, "weights_step": step}, tmp)
-
-
-def load_run_weights(run_dir: Path, tag: str, model: nn.Module) -> dict[str, str]:
-    """Load ``checkpoints/{tag}.safetensors`` into ``model``; returns its metadata."""
-    path = Path(run_dir) / "checkpoints" / f"{tag}.safetensors"
-    if not path.is_file():
-        raise ReslabError(f"{path} not found: the run has no '{tag}' checkpoint yet")
-    tensors, meta = read_safetensors(path)
-    source = f"{path}" + (f" (model {meta['model_name']})" if "model_name" in meta else "")
-    load_state_dict_checked(model, tensors, source)
-    return meta
 
 
 def load_checkpoint(run_dir: Path, model: nn.Module, tag: str = "last") -> dict[str, Any]:
     """Load the weights into ``model`` and return the training state (``weights_only=True``)."""
-    state_path = Path(run_dir) / "checkpoints" / f"{tag}.state.pt"
+    state_path = rundir.state_file(run_dir, tag)
     if not state_path.is_file():
         raise ReslabError(f"{state_path} not found: {run_dir} has no resumable checkpoint")
     meta = load_run_weights(run_dir, tag, model)

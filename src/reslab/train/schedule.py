@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .config import RunConfig
+from ..config import RunConfig
 
 __all__ = ["LRSchedule"]
 
@@ -15,14 +15,18 @@ __all__ = ["LRSchedule"]
 class LRSchedule:
     """``lr(step)`` for the configured schedule; ``state_dict`` keeps the stateful parts for resume."""
 
-    def __init__(self, cfg: RunConfig, steps_per_epoch: int, total_steps: int, model_name: str, base_lr: float) -> None:
+    def __init__(self, cfg: RunConfig, steps_per_epoch: int, total_steps: int, base_lr: float,
+                 model_depth: int | None = None) -> None:
+        """``model_depth``: the model's depth in layers (e.g. ``ResNetSpec.depth``), which
+        ``cfg.warmup_min_depth`` compares against; None for models without one."""
         self.cfg = cfg
         self.base_lr = base_lr
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.total_steps = max(1, total_steps)
         unit = 1 if cfg.milestone_unit == "iter" else self.steps_per_epoch
         self.milestones = sorted(int(m) * unit for m in cfg.milestones)
-        warm = cfg.warmup_lr is not None and (not cfg.warmup_models or model_name in cfg.warmup_models)
+        deep_enough = cfg.warmup_min_depth is None or (model_depth is not None and model_depth >= cfg.warmup_min_depth)
+        warm = cfg.warmup_lr is not None and deep_enough
         warm = warm and (cfg.warmup_iters > 0 or cfg.warmup_until_err is not None)
         self.state: dict[str, Any] = {"warmup": bool(warm), "plateau_scale": 1.0, "plateau_best": None, "plateau_bad": 0}
 

@@ -1,5 +1,5 @@
-"""Reading a run directory back: its config, its model with chosen weights, its preprocessing;
-and `predict` for image files."""
+"""A trained run's model, read back from its run directory (config, chosen weights,
+preprocessing), and ``predict`` for image files."""
 
 from __future__ import annotations
 
@@ -9,15 +9,29 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import yaml
+from PIL import Image, UnidentifiedImageError
+from safetensors import safe_open
 from torch import nn
 
-from .data.transforms import Normalizer, ResizeCenterCrop, pil_to_uint8, resize_short_side_ratio
+from . import rundir
+from .config import RunConfig, make_config
+from .data.transforms import Normalizer, ResizeCenterCrop, resize_short_side_ratio
 from .errors import ReslabError
-from .train.checkpoint import is_run_dir, load_run_weights
-from .train.config import RunConfig, make_config
+from .models import create_model
+from .models.weights import load_state_dict_checked, load_weights, read_safetensors
 
-__all__ = ["LoadedRun", "load_run", "predict", "Prediction"]
+__all__ = ["LoadedRun", "load_run", "load_run_weights", "predict", "Prediction"]
+
+
+def load_run_weights(run_dir: str | Path, tag: str, model: nn.Module) -> dict[str, str]:
+    """Load ``checkpoints/{tag}.safetensors`` into ``model``; returns its metadata."""
+    path = rundir.weights_file(run_dir, tag)
+    if not path.is_file():
+        raise ReslabError(f"{path} not found: the run has no '{tag}' checkpoint yet")
+    tensors, meta = read_safetensors(path)
+    source = f"{path}" + (f" (model {meta['model_name']})" if "model_name" in meta else "")
+    load_state_dict_checked(model, tensors, source)
+    return meta
 
 
 @dataclass
@@ -46,16 +60,11 @@ class LoadedRun:
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
     """The model of a run directory with its ``best`` (default; ``last`` when there is none yet) or
     ``last`` weights, or a ``.safetensors`` path given as ``checkpoint``."""
-    from safetensors import safe_open
-
-    from .models import create_model
-    from .models.weights import load_weights
-
     run_dir = Path(run_dir)
-    if not is_run_dir(run_dir):
+    if not rundir.is_run_dir(run_dir):
         raise ReslabError(f"{run_dir} is not a run directory (no config.yaml and checkpoints/); give a directory written by 'reslab train'")
-    cfg = make_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    pre = run_dir / "preprocess.safetensors"
+    cfg = make_config(rundir.read_config(run_dir))
+    pre = run_dir / rundir.PREPROCESS
     if not pre.is_file():
         raise ReslabError(f"{pre} is missing; the run did not get past its setup")
     with safe_open(str(pre), framework="pt") as f:
@@ -72,7 +81,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
         if checkpoint not in ("best", "last"):
             raise ReslabError(f"--checkpoint must be best, last or a .safetensors path, got {checkpoint!r}")
         used = checkpoint
-        if checkpoint == "best" and not (run_dir / "checkpoints" / "best.safetensors").is_file():
+        if checkpoint == "best" and not rundir.weights_file(run_dir, "best").is_file():
             used = "last"
         load_run_weights(run_dir, used, model)
     model.to(device).eval()
@@ -89,8 +98,6 @@ class Prediction:
 @torch.no_grad()
 def predict(run: LoadedRun, paths: Sequence[str | Path], topk: int = 5) -> list[Prediction]:
     """Top-k classes with probabilities for each image file (any format PIL reads)."""
-    from PIL import Image, UnidentifiedImageError
-
     device = next(run.model.parameters()).device
     norm = run.normalizer.to(device)
     out = []

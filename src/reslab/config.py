@@ -1,0 +1,288 @@
+"""RunConfig: every setting of a training run, from a YAML recipe plus command-line overrides.
+
+The resolved config is saved as ``config.yaml`` in the run directory; ``reslab train --config
+runs/x/config.yaml`` reruns it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import yaml
+
+from .errors import ReslabError
+
+__all__ = ["RunConfig", "load_recipe", "list_recipes", "make_config", "resolve_config", "check_resume",
+           "RUNTIME_KEYS", "RESUME_MAY_CHANGE"]
+
+
+def _f(default: Any = None, help: str = "", *, factory: Callable[[], Any] | None = None, flag: str | None = None,
+       runtime: bool = False, cli: bool = True) -> Any:
+    """A RunConfig field with the metadata the CLI and the resume rules read.
+
+    ``help``: the flag's help text; ``flag``: its name when not ``--field-name``; ``runtime``: the
+    value changes how a run executes, never its result (device, workers, progress...), so a resume
+    may change it and the experiments ignore it when comparing configs; ``cli``: has a flag.
+    """
+    meta = {"help": help, "flag": flag, "runtime": runtime, "cli": cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RunConfig:
+    """One training run. Recipes (``src/reslab/recipes/*.yaml``) set a subset of these fields.
+
+    Lengths: ``iterations`` (if set) wins over ``epochs``; ``milestones`` are in the unit named
+    by ``milestone_unit``. Learning rates are for the global batch ``batch_size``.
+    """
+
+    model: str = _f("resnet20", "a registered architecture (see 'reslab models')", cli=False)
+    model_args: dict[str, Any] = _f(help="architecture options (--arch KEY=VALUE)", factory=dict, cli=False)
+    data: str = _f("cifar10", "a dataset: cifar10, cifar100, mnist, fashion_mnist, embedded or imagefolder:PATH")
+    data_dir: str | None = _f(None, "where dataset files are (or are downloaded to)", runtime=True)
+    val_size: int | float | None = _f(None, "images (or a fraction below 1) held out of the training set for validation")
+    skip_bad: bool = _f(False, "skip undecodable images in an image folder instead of stopping")
+    image_size: int | None = _f(None, "resize image-folder images to this size")
+    recipe: str | None = _f(None, "the recipe the run was resolved from", cli=False)
+    name: str | None = _f(None, "a display name for reports", runtime=True)
+    # optimisation
+    epochs: int = _f(10, "epochs to train (ignored when --iterations is set)")
+    iterations: int | None = _f(None, "optimizer steps to train (wins over --epochs)")
+    batch_size: int = _f(128, "global mini-batch size (over all processes)")
+    lr: float = _f(0.1, "peak learning rate for the global batch")
+    momentum: float = _f(0.9, "SGD momentum")
+    nesterov: bool = _f(False, "Nesterov momentum")
+    weight_decay: float = _f(1e-4, "L2 weight decay")
+    schedule: Literal["step", "cosine", "onecycle", "constant", "plateau"] = _f("step", "learning-rate schedule")
+    milestones: list[int] = _f(help="step schedule: divide the lr by 1/gamma at these points, e.g. 32000,48000",
+                               factory=list)
+    milestone_unit: Literal["iter", "epoch"] = _f("epoch", "unit of --milestones")
+    gamma: float = _f(0.1, "lr factor at each milestone or plateau")
+    plateau_patience: int = _f(5, "plateau schedule: epochs without a better validation error before the lr drops")
+    warmup_lr: float | None = _f(None, "warm-up learning rate (paper Sec. 4.2: 0.01 for ResNet-110)")
+    warmup_iters: int = _f(0, "warm up for at least this many iterations")
+    warmup_until_err: float | None = _f(None, "... and until the training error (%%) is below this")
+    warmup_min_depth: int | None = _f(None, "warm up only models at least this deep (the model's depth property); "
+                                            "unset: every model")
+    label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy")
+    grad_clip: float | None = _f(None, "clip the gradient norm to this value")
+    # data pipeline
+    augment: Literal["pad_crop_flip", "crop_flip", "flip", "scale_crop_flip", "none"] = _f(
+        "pad_crop_flip", "training augmentation")
+    pad: int = _f(4, "pad_crop_flip: zero padding before the random crop (pixels)")
+    normalize: Literal["per_pixel_mean", "per_channel", "none"] = _f("per_pixel_mean", "input normalisation")
+    scale_range: list[int] = _f(help="scale_crop_flip: shorter side sampled in this range (pixels)",
+                                factory=lambda: [256, 480])
+    crop_size: int = _f(224, "streamed image folders: the crop the network sees (pixels)")
+    color_jitter: float = _f(0.0, "colour jitter strength (0: off)")
+    lighting: float = _f(0.0, "PCA lighting noise std (AlexNet's colour augmentation; 0: off)")
+    test_protocol: Literal["center", "10crop", "multiscale"] = _f("center", "test-time protocol for the final test")
+    test_scales: list[float] = _f(help="multiscale protocol: scales (factors, or shorter sides for image folders)",
+                                  factory=list)
+    num_workers: int = _f(2, "loader processes for streamed image folders", flag="--workers", runtime=True)
+    # run
+    seed: int = _f(0, "random seed (initialisation, split, batch order, augmentation)")
+    deterministic: bool = _f(False, "deterministic kernels (slower)")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N", runtime=True)
+    amp: bool = _f(True, "mixed precision where the device has it")
+    channels_last: bool = _f(False, "channels-last memory format")
+    compile: bool = _f(False, "torch.compile the model")
+    sync_bn: bool = _f(False, "under torchrun: BN statistics over the global batch")
+    scale_lr: bool = _f(False, "scale --lr by batch_size/256 (the linear scaling rule)")
+    log_every: int = _f(50, "log the training loss every N steps", runtime=True)
+    eval_every: int = _f(1, "validate every N epochs")
+    progress: bool = _f(True, "progress bar on a terminal", runtime=True)
+    tensorboard: bool = _f(True, "also write TensorBoard logs when tensorboard is installed", runtime=True)
+
+    def validate(self) -> "RunConfig":
+        """Raise ReslabError for nonsense values (negative lr, zero batch, ...)."""
+        checks = [
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (isinstance(self.batch_size, int) and self.batch_size > 0, f"batch_size must be a positive integer, got {self.batch_size}"),
+            (isinstance(self.epochs, int) and self.epochs > 0, f"epochs must be a positive integer, got {self.epochs}"),
+            (self.iterations is None or (isinstance(self.iterations, int) and self.iterations > 0),
+             f"iterations must be a positive integer, got {self.iterations}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
+            (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
+            (self.pad >= 0, f"pad must be >= 0, got {self.pad}"),
+            (self.log_every > 0 and self.eval_every > 0, "log_every and eval_every must be positive"),
+            (self.warmup_lr is None or self.warmup_lr > 0, f"warmup_lr must be > 0, got {self.warmup_lr}"),
+            (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
+            (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+             f"device must be auto, cpu or cuda[:N], got {self.device!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ReslabError(message)
+        choices = {f.name: f.type for f in dataclasses.fields(self)}
+        for key in ("schedule", "milestone_unit", "augment", "normalize", "test_protocol"):
+            allowed = _literal_values(choices[key])
+            if getattr(self, key) not in allowed:
+                raise ReslabError(f"{key} must be one of {', '.join(allowed)}; got {getattr(self, key)!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _literal_values(type_text: Any) -> tuple[str, ...]:
+    text = str(type_text)
+    inner = text[text.index("[") + 1: text.rindex("]")]
+    return tuple(v.strip().strip("'\"") for v in inner.split(","))
+
+
+FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
+RUNTIME_KEYS = frozenset(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("runtime"))
+"""Keys that change how a run executes, never its result."""
+RESUME_MAY_CHANGE = RUNTIME_KEYS | {"epochs", "iterations"}
+"""Keys a resumed run may change: a longer or shorter budget, and the runtime keys."""
+# Keys of configs saved by earlier versions, and how they read now.
+_LEGACY = {"warmup_models": lambda v: {"warmup_min_depth": 110 if v else None}}
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped in the package."""
+    root = resources.files("reslab") / "recipes"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_recipe(name_or_path: str) -> dict[str, Any]:
+    """A recipe's settings: a shipped name (``paper_cifar10``) or a path to a YAML file."""
+    path = Path(name_or_path)
+    if name_or_path.endswith((".yaml", ".yml")) or path.is_file():
+        if not path.is_file():
+            raise ReslabError(f"recipe file not found: {path}")
+        text = path.read_text()
+    else:
+        res = resources.files("reslab") / "recipes" / f"{name_or_path}.yaml"
+        if not res.is_file():
+            raise ReslabError(f"unknown recipe {name_or_path!r}; shipped recipes: {', '.join(list_recipes())} (or give a .yaml path)")
+        text = res.read_text()
+    try:
+        data = _upgrade(yaml.safe_load(text) or {})
+    except yaml.YAMLError as e:
+        raise ReslabError(f"recipe {name_or_path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ReslabError(f"recipe {name_or_path} must be a mapping of settings")
+    check_keys(data, f"recipe {name_or_path}")
+    return data
+
+
+def _upgrade(values: dict[str, Any]) -> dict[str, Any]:
+    """A config saved by an earlier version, in today's keys (the paper recipe's list of model
+    names that warm up, all 110 layers or deeper, became ``warmup_min_depth: 110``)."""
+    for key, translate in _LEGACY.items():
+        if key in values:
+            for new, value in translate(values.pop(key)).items():
+                values.setdefault(new, value)
+    return values
+
+
+def check_keys(data: dict[str, Any], where: str) -> None:
+    unknown = sorted(set(data) - FIELDS)
+    if unknown:
+        import difflib
+
+        hints = [f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, FIELDS, n=1)) else u for u in unknown]
+        raise ReslabError(f"unknown keys in {where}: {', '.join(hints)}")
+
+
+def make_config(base: dict[str, Any] | None = None, recipe: str | None = None, **overrides: Any) -> RunConfig:
+    """Resolve a config.
+
+    ``base`` (e.g. a saved ``config.yaml``, or a partial YAML) sits on top of the recipe it names:
+    defaults <- base's recipe <- ``base`` <- overrides, so a run's saved config resolves to itself
+    (a resume or ``--config`` rerun keeps the epochs, lr, ... the run was started with, even where
+    they differ from the recipe's). An explicit ``recipe`` replaces the base's values with the
+    recipe's: defaults <- ``base`` <- ``recipe`` <- overrides. ``None`` overrides are ignored, so
+    unset command-line flags leave the values below them.
+    """
+    base = _upgrade(dict(base or {}))
+    check_keys(base, "the config file")
+    if recipe:
+        values = {**base, **load_recipe(recipe), "recipe": recipe}
+    else:
+        values = {**(load_recipe(base["recipe"]) if base.get("recipe") else {}), **base}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    check_keys(given, "the overrides")
+    values.update(given)
+    try:
+        cfg = RunConfig(**values)
+    except TypeError as e:
+        raise ReslabError(f"bad config: {e}") from None
+    for key in ("milestones", "scale_range", "test_scales"):
+        setattr(cfg, key, list(getattr(cfg, key) or []))
+    _check_types(cfg)
+    return cfg.validate()
+
+
+def _check_types(cfg: RunConfig) -> None:
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        default = getattr(RunConfig(), f.name)
+        if value is None or default is None:
+            continue
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ReslabError(f"{f.name} must be true or false, got {value!r}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ReslabError(f"{f.name} must be a number, got {value!r}")
+            if isinstance(default, float):
+                setattr(cfg, f.name, float(value))
+
+
+def resolve_config(model: str | None = None, *, recipe: str | None = None, config: str | Path | dict | None = None,
+                   arch: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
+    """The config of a new run: defaults <- ``config`` (a YAML file or dict, e.g. an earlier run's
+    ``config.yaml``) <- ``recipe`` <- ``overrides``; ``arch`` adds architecture options to the
+    config's ``model_args``. ``None`` values are ignored, so unset flags change nothing.
+
+    Args:
+        model: a registered model name (required unless ``config`` names one).
+        recipe: a shipped recipe name or a YAML path.
+        config: a full or partial config: a path to YAML, or a dict.
+        arch: architecture overrides (``--arch KEY=VALUE``).
+        overrides: any RunConfig field.
+    """
+    base = _read_config_file(config) if isinstance(config, (str, Path)) else dict(config or {})
+    if model:
+        overrides["model"] = model
+    elif not base.get("model"):
+        raise ReslabError("name a model to train, e.g. 'reslab train resnet20 --data cifar10' (or give --config)")
+    if arch:
+        overrides["model_args"] = {**(base.get("model_args") or {}), **arch}
+    return make_config(base, recipe=recipe, **overrides)
+
+
+def _read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ReslabError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ReslabError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ReslabError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
+    return data or {}
+
+
+def check_resume(saved: RunConfig, wanted: RunConfig, where: str | Path = "the run") -> None:
+    """Refuse a resume that changes anything but :data:`RESUME_MAY_CHANGE` (it would not continue
+    the same run); the message names the keys that differ."""
+    if saved.model != wanted.model:
+        raise ReslabError(f"{where} holds a {saved.model} run, not {wanted.model}")
+    a, b = saved.to_dict(), wanted.to_dict()
+    changed = sorted(k for k in a if k not in RESUME_MAY_CHANGE and a[k] != b.get(k))
+    if changed:
+        raise ReslabError(f"cannot change {', '.join(changed)} when resuming; only "
+                          f"{', '.join(sorted(RESUME_MAY_CHANGE))} may change")

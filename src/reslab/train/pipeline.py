@@ -1,0 +1,97 @@
+"""From a config to what the loop steps through: seeding, the model on its device (channels-last,
+sync-BN, DDP, compile), the precision, and the training batches (augmentation and normalisation
+run batched on the training device; see :mod:`reslab.data.loader`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from .. import rundir
+from ..config import RunConfig
+from ..data import DatasetSplits, FileImages
+from ..data.loader import FileLoader, TensorLoader
+from ..data.transforms import Normalizer, ResizeCenterCrop, ScaleAugment, resize_short_side_ratio
+from ..io import atomic_path
+from .distributed import DistContext, convert_sync_batchnorm
+
+__all__ = ["seed_everything", "build_pipeline", "fit_normalizer", "save_preprocess", "amp_dtype_for", "wrap_model"]
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def fit_normalizer(cfg: RunConfig, splits: DatasetSplits) -> Normalizer:
+    """The input normalisation, fitted on the training split (never validation or test)."""
+    train = splits.train
+    if not isinstance(train, FileImages):
+        return Normalizer.fit(cfg.normalize, train.images)
+    # Per-pixel mean of centre crops of up to 2,000 training images (fixed sample).
+    g = torch.Generator().manual_seed(cfg.seed)
+    idx = torch.randperm(len(train), generator=g)[:2000].tolist()
+    crop = ResizeCenterCrop(resize_short_side_ratio(cfg.crop_size), cfg.crop_size)
+    sample = torch.stack([crop(train.load(i)) for i in idx]) if idx else torch.zeros(0, splits.channels, 1, 1)
+    return Normalizer.fit(cfg.normalize, sample)
+
+
+def build_pipeline(cfg: RunConfig, splits: DatasetSplits, device: torch.device, ctx: DistContext,
+                   normalizer: Normalizer | None = None) -> tuple[TensorLoader | FileLoader, Normalizer]:
+    """The training loader and the normaliser, from the dataset splits and the recipe."""
+    train = splits.train
+    if normalizer is None:
+        normalizer = fit_normalizer(cfg, splits)
+    common = dict(normalizer=normalizer, device=device, seed=cfg.seed, channels_last=cfg.channels_last,
+                  rank=ctx.rank, world_size=ctx.world_size)
+    if isinstance(train, FileImages):
+        aug = ScaleAugment(cfg.scale_range, cfg.crop_size) if cfg.augment == "scale_crop_flip" else \
+            ResizeCenterCrop(resize_short_side_ratio(cfg.crop_size), cfg.crop_size)
+        return FileLoader(train, cfg.batch_size, transform=aug, train=True, num_workers=cfg.num_workers,
+                          lighting_std=cfg.lighting, **common), normalizer
+    return TensorLoader(train.images, train.labels, cfg.batch_size, train=True, augment=cfg.augment,
+                        pad=cfg.pad, lighting_std=cfg.lighting, **common), normalizer
+
+
+def save_preprocess(run_dir: Path, normalizer: Normalizer, splits: DatasetSplits, cfg: RunConfig) -> None:
+    """``preprocess.safetensors``: what eval, predict and export need to feed the model."""
+    meta = {"kind": normalizer.kind, "channels": str(splits.channels),
+            "image_size": json.dumps(list(splits.image_size) if splits.image_size else None),
+            "crop_size": str(cfg.crop_size), "classes": json.dumps(list(splits.classes))}
+    with atomic_path(run_dir / rundir.PREPROCESS) as tmp:
+        save_file(normalizer.state_dict(), str(tmp), metadata=meta)
+
+
+def amp_dtype_for(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: bf16 (or fp16 where bf16 is missing) on GPUs with ``amp``; None (fp32) otherwise."""
+    if device.type == "cuda" and cfg.amp:
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+def wrap_model(model: nn.Module, cfg: RunConfig, device: torch.device, ctx: DistContext) -> tuple[nn.Module, nn.Module]:
+    """(model, net): the model on its device (sync-BN converted when asked), and what the loop
+    calls (the same model, or its DDP / compiled wrapper)."""
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if ctx.enabled and cfg.sync_bn:
+        model = convert_sync_batchnorm(model, device)
+    net: nn.Module = model
+    if ctx.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)  # type: ignore[assignment]
+    return model, net
