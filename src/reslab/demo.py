@@ -52,7 +52,7 @@ def run_demo(out: str | Path = "runs/demo", *, depth: int = 20, epochs: int = 8,
         runs[group] = run_dir
     wall = time.time() - t0
     rows = []
-    for group, run_dir in runs.items():
+    for run_dir in runs.values():
         ep, test, end = (rundir.last_record(run_dir, e) for e in ("epoch", "test", "end"))
         rows.append([run_dir.name, f"{ep.get('train_err', float('nan')):.2f}", f"{ep.get('val_err', float('nan')):.2f}",
                      f"{test.get('top1_err', float('nan')):.2f}", f"{end.get('wall_time', 0):.0f}s"])
