@@ -7,6 +7,7 @@ runs/x/config.yaml`` reruns it.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -276,7 +277,7 @@ def _read_config_file(path: str | Path) -> dict[str, Any]:
     return data or {}
 
 
-def check_resume(saved: RunConfig, wanted: RunConfig, where: str | Path = "the run") -> None:
+def check_resume(saved: RunConfig, wanted: RunConfig, where: str | os.PathLike[str] = "the run") -> None:
     """Refuse a resume that changes anything but :data:`RESUME_MAY_CHANGE` (it would not continue
     the same run); the message names the keys that differ."""
     if saved.model != wanted.model:

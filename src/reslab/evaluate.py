@@ -76,6 +76,7 @@ def _scores(model: nn.Module, views: list[torch.Tensor], channels_last: bool) ->
             out = out.logits
         p = F.softmax(out.float(), dim=1)
         probs = p if probs is None else probs + p
+    assert probs is not None  # every protocol gives at least one view
     return probs / len(views)
 
 

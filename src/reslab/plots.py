@@ -13,7 +13,7 @@ atomically and drawn deterministically, so redrawing gives byte-identical files.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union, cast
 
 from .errors import ReslabError
 from .io import atomic_path
@@ -52,11 +52,12 @@ def save_png(fig: Figure, path: PathLike | None) -> None:
         fig.savefig(tmp, format="png", dpi=DPI)
 
 
-def colours(n: int) -> list[tuple[float, ...]]:
+def colours(n: int) -> list[tuple[float, float, float]]:
     """``n`` distinct colours: tab10 for up to 10, tab20 beyond (repeating past 20)."""
     from matplotlib import colormaps
 
-    palette = list(colormaps["tab10"].colors if n <= 10 else colormaps["tab20"].colors)
+    # tab10 and tab20 are ListedColormaps of RGB triples, but matplotlib types colormaps[...] as a Colormap (no .colors)
+    palette = list(colormaps["tab10"].colors if n <= 10 else colormaps["tab20"].colors)  # type: ignore[attr-defined]
     return [palette[i % len(palette)] for i in range(n)]
 
 
@@ -175,7 +176,7 @@ def plot_error_curves(
         fig = new_figure((6.4, 4.4))
         ax = fig.add_subplot()
     else:
-        fig = ax.figure
+        fig = cast("Figure", ax.figure)  # a SubFigure only for an axes inside one, which save_png cannot save
     _draw_curves(ax, loaded, x)
     _set_error_ylim([ax], ylim)
     if title:

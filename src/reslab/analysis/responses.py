@@ -83,7 +83,7 @@ def layer_responses(model: nn.Module, x: torch.Tensor, *, batch_size: int | None
     order: list[str] = []  # conv names in the order they ran
     by_bn: dict[str, _Moments] = {}  # a conv whose output a BN took: measured there
     pending: dict[int, tuple[str, weakref.ref]] = {}
-    own: dict[str, torch.Tensor] = {}  # conv outputs of this chunk, until we know no BN takes them
+    own: dict[str, _Moments] = {}  # conv outputs of this chunk, until we know no BN takes them
 
     def conv_hook(name: str) -> Callable:
         def hook(_m: nn.Module, _inp: tuple, out: torch.Tensor) -> None:

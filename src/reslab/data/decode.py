@@ -150,7 +150,7 @@ def decode_chunk(chunk: list[tuple[int, Any]], decode: Callable[[Any], torch.Ten
                  resize: Callable[[torch.Tensor], torch.Tensor] | None) -> list[tuple[int, torch.Tensor | None, str]]:
     """(index, image or None, why not) for each (index, source) of ``chunk``: ``decode(source)``,
     then ``resize`` if given."""
-    out = []
+    out: list[tuple[int, torch.Tensor | None, str]] = []
     for i, source in chunk:
         try:
             x = decode(source)

@@ -221,7 +221,7 @@ def fetch(resource: Resource, directory: str | os.PathLike) -> Path:
     # A checksum mismatch says more than a dead mirror does.
     if mismatch := next((e for e in errors if isinstance(e, ChecksumError)), None):
         raise mismatch
-    attempts = tuple(a for e in errors for a in e.attempts)
+    attempts = tuple(a for e in errors if isinstance(e, OfflineError) for a in e.attempts)  # all are, by now
     raise OfflineError(_offline_message(dest, attempts), attempts)
 
 
@@ -260,6 +260,7 @@ def _unpack(archive: Path, into: Path) -> None:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     made.add(target.parent)
                 src = tf.extractfile(member)
+                assert src is not None  # None only for members that are not regular files
                 with open(target, "wb") as out:
                     shutil.copyfileobj(src, out)
             else:

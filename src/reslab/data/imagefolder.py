@@ -21,7 +21,7 @@ import zlib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 import torch
 
@@ -110,14 +110,14 @@ def _layout(rels: list[str], where: str) -> _Layout:
         log.warning("%s: ignoring %d images outside the class folders", where, loose)
     classes = sorted(found["train"])
     index = {c: k for k, c in enumerate(classes)}
-    splits = {}
+    splits: dict[str, list[tuple[int, int]]] = {}
     for split in ("train", "val", "test"):
         if split not in found:
             continue
         if unknown := sorted(set(found[split]) - set(index)):
             raise ReslabError(f"{where}: {split}/ has class folders {unknown} that train/ lacks; give train/ "
                               "the same class folders")
-        splits[split] = [(i, index[c]) for c in sorted(found[split], key=index.get)
+        splits[split] = [(i, index[c]) for c in sorted(found[split], key=index.__getitem__)
                          for i in sorted(found[split][c], key=rels.__getitem__)]
     prefix = "/".join(parts[0][:depth]) + "/" if depth else ""
     return _Layout(prefix, classes, splits)
@@ -300,7 +300,7 @@ def _extract_for_streaming(archive: Path) -> Path:
 
 
 def _stream_splits(root: Path, rels: list[str], layout: _Layout, image_size: int | None, skip_bad: bool
-                   ) -> tuple[dict[str, FileImages], int, list[str]]:
+                   ) -> tuple[dict[str, TensorImages | FileImages], int, list[str]]:
     # Channels: 3 unless every image is grayscale; the probe reads headers only and stops at the
     # first colour image, unless skip_bad asks for every header to be checked. Files whose header
     # is fine but whose data is not are found when loaded.
@@ -319,8 +319,9 @@ def _stream_splits(root: Path, rels: list[str], layout: _Layout, image_size: int
             channels = 3
             if not skip_bad:
                 break
-    splits = {name: FileImages([(str(root / rels[i]), y) for i, y in items if i not in bad], channels, image_size)
-              for name, items in layout.splits.items()}
+    splits: dict[str, TensorImages | FileImages] = {
+        name: FileImages([(str(root / rels[i]), y) for i, y in items if i not in bad], channels, image_size)
+        for name, items in layout.splits.items()}
     return splits, channels, skipped
 
 
@@ -377,7 +378,8 @@ def load_imagefolder(path: str, options: LoadOptions) -> DatasetSplits:
             info["cache_file"] = str(cache)
 
     if decoded is not None:
-        classes, channels, size = decoded.classes, decoded.images.shape[1], tuple(decoded.images.shape[2:])
+        classes, channels = decoded.classes, decoded.images.shape[1]
+        size = cast("tuple[int, int]", tuple(decoded.images.shape[2:]))  # images are (N, C, H, W)
         info["skipped"] = [name for name, _ in decoded.skipped]
         splits: dict[str, TensorImages | FileImages] = {}
         start = 0

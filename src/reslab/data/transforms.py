@@ -163,12 +163,13 @@ class ScaleAugment:
         s = rng.randint(self.smin, self.smax)
         w, h = img.size
         r = s / min(w, h)
-        img = img.resize((max(self.crop, round(w * r)), max(self.crop, round(h * r))), Image.BILINEAR)
+        # Pillow sets Image.BILINEAR and FLIP_LEFT_RIGHT at run time (setattr), so its types lack them
+        img = img.resize((max(self.crop, round(w * r)), max(self.crop, round(h * r))), Image.BILINEAR)  # type: ignore[attr-defined]
         w, h = img.size
         left, top = rng.randint(0, w - self.crop), rng.randint(0, h - self.crop)
         img = img.crop((left, top, left + self.crop, top + self.crop))
         if rng.random() < 0.5:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)  # type: ignore[attr-defined]
         return pil_to_uint8(img)
 
 
@@ -191,7 +192,8 @@ def pil_resize_center_crop(img, resize: int, crop: int | None):
     w, h = img.size
     r = resize / min(w, h)
     nw, nh = max(1, round(w * r)), max(1, round(h * r))
-    img = img.resize((nw, nh), Image.BILINEAR)  # the same size: a copy, no resampling
+    # The same size: a copy, no resampling. Pillow sets Image.BILINEAR at run time (setattr), so its types lack it.
+    img = img.resize((nw, nh), Image.BILINEAR)  # type: ignore[attr-defined]
     if crop is not None:
         c = min(crop, nw, nh)
         left, top = (nw - c) // 2, (nh - c) // 2

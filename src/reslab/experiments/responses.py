@@ -183,7 +183,8 @@ def render_responses(exp_dir: str | Path) -> Path:
     from matplotlib import colormaps
 
     depths = sorted({m["depth"] or 0 for m in order})
-    palette = colormaps["tab10"].colors
+    # tab10 is a ListedColormap, but matplotlib types colormaps[...] as a Colormap, which has no .colors
+    palette = colormaps["tab10"].colors  # type: ignore[attr-defined]
     colour = {d: palette[i % len(palette)] for i, d in enumerate(depths)}
     plot_responses([(_label(m), m["stds"], colour[m["depth"] or 0], m["residual"] is False) for m in order],
                    exp_dir / "plots" / "responses.png", title="Std of 3x3 layer responses (Figure 7)")

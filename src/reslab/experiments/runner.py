@@ -146,8 +146,8 @@ def run_training_experiment(exp: ExperimentDef, *, out: str | Path, budget: str 
     meta.setdefault("created", now_iso())
     meta.setdefault("sessions", [])
     meta["reslab"] = __version__
-    session = {"started": now_iso(), "wall_time": None, "threads": torch.get_num_threads(), "trained": [], "resumed": [],
-               "reused": []}
+    session: dict[str, Any] = {"started": now_iso(), "wall_time": None, "threads": torch.get_num_threads(),
+                               "trained": [], "resumed": [], "reused": []}
     meta["sessions"].append(session)
     exp_dir.mkdir(parents=True, exist_ok=True)
     _write_experiment(exp_dir, meta)

@@ -8,7 +8,7 @@ enough that projections are not what solves degradation. Here: resnet20/32/56 on
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 from . import paper
 from .budgets import Budget
@@ -49,7 +49,8 @@ def analyse(summary: Summary) -> Analysis:
             detail = ", ".join(f"{o} {fmt_stat(opts[o].stat('test_err'))} %" for o in OPTIONS)
             findings.append(Finding(f"resnet{depth}: test error A ≥ B ≥ C (paper, ImageNet ResNet-34: 25.03 > 24.52 > 24.19)",
                                     order, detail))
-            spread = max(errs.values()) - min(errs.values())
+            known = cast("dict[str, float]", errs)  # no None: checked above
+            spread = max(known.values()) - min(known.values())
             findings.append(Finding(f"resnet{depth}: the three options differ little, under 1 point (paper: 0.84 points)",
                                     spread < 1.0, f"spread {spread:.2f} points"))
         else:

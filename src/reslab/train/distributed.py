@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -103,8 +104,10 @@ class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
         mean64 = total[:c] / n
         var64 = (total[c:2 * c] / n - mean64 * mean64).clamp_min(0)
         with torch.no_grad():
-            self.num_batches_tracked += 1
-            m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            # None only without running statistics (track_running_stats=False), which this forward needs
+            tracked = cast(torch.Tensor, self.num_batches_tracked)
+            tracked += 1  # in place: the buffer itself counts on
+            m = self.momentum if self.momentum is not None else 1.0 / float(tracked)
             self.running_mean.mul_(1 - m).add_(mean64.float(), alpha=m)
             self.running_var.mul_(1 - m).add_((var64 * n / (n - 1).clamp_min(1)).float(), alpha=m)
         # Normalise in float64 too: nearly constant channels make the backward ill-conditioned.

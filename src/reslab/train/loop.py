@@ -185,6 +185,7 @@ def _setup(config: RunConfig, out: str | os.PathLike | None, resume: bool, data:
     # absolute image-folder paths: eval, predict and --resume then work from any directory
     cfg = dataclasses.replace(cfg, data=canonical_data_name(cfg.data))
     if resume:
+        assert out is not None  # refused with a ReslabError above
         check_resume(make_config(rundir.read_config(out)), cfg, out)
     if out is None:
         stamp = ctx.broadcast_object(time.strftime("%Y%m%d-%H%M%S"))

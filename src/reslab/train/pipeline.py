@@ -8,6 +8,7 @@ import json
 import os
 import random
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from safetensors.torch import save_file
@@ -48,14 +49,25 @@ def fit_normalizer(cfg: RunConfig, splits: DatasetSplits) -> Normalizer:
     return Normalizer.fit(cfg.normalize, sample)
 
 
+class _LoaderArgs(TypedDict):
+    """The keyword arguments that TensorLoader and FileLoader share."""
+
+    normalizer: Normalizer
+    device: torch.device
+    seed: int
+    channels_last: bool
+    rank: int
+    world_size: int
+
+
 def build_pipeline(cfg: RunConfig, splits: DatasetSplits, device: torch.device, ctx: DistContext,
                    normalizer: Normalizer | None = None) -> tuple[TensorLoader | FileLoader, Normalizer]:
     """The training loader and the normaliser, from the dataset splits and the recipe."""
     train = splits.train
     if normalizer is None:
         normalizer = fit_normalizer(cfg, splits)
-    common = dict(normalizer=normalizer, device=device, seed=cfg.seed, channels_last=cfg.channels_last,
-                  rank=ctx.rank, world_size=ctx.world_size)
+    common = _LoaderArgs(normalizer=normalizer, device=device, seed=cfg.seed, channels_last=cfg.channels_last,
+                         rank=ctx.rank, world_size=ctx.world_size)
     if isinstance(train, FileImages):
         aug = ScaleAugment(cfg.scale_range, cfg.crop_size) if cfg.augment == "scale_crop_flip" else \
             ResizeCenterCrop(resize_short_side_ratio(cfg.crop_size), cfg.crop_size)

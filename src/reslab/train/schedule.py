@@ -48,6 +48,8 @@ class LRSchedule:
 
     def lr(self, step: int) -> float:
         if self.state["warmup"]:
+            # on only with a warmup_lr: set so in __init__, and a resume cannot change warmup_lr
+            assert self.cfg.warmup_lr is not None
             return float(self.cfg.warmup_lr)
         return self._scheduled(step)
 
