@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 import reslab
-from reslab.data import DatasetSplits, TensorImages
 from reslab.config import make_config
+from reslab.data import DatasetSplits, TensorImages
 from reslab.train.loop import fit
 
 

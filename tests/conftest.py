@@ -7,7 +7,6 @@ import torch
 
 from reslab.data import DatasetSplits, load_dataset
 
-
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One intra-op thread per xdist worker: with 2 workers on 2 cores, 2 threads each
     # oversubscribe the CPU and slow conv layers by an order of magnitude.

@@ -372,7 +372,7 @@ def test_comparison_report_lists_every_run(tmp_path):
     assert [r["run"][1] for r in html_rows] == [*names, "resnet110"]
     assert [r["model"][1] for r in html_rows] == ["resnet20"] * 4 + ["resnet110"]
     assert {r["best val err (%)"][0] for r in html_rows} == {"right"}
-    assert f"<title>Figure 6: plain vs ResNet</title>" in page
+    assert "<title>Figure 6: plain vs ResNet</title>" in page
     assert "<li><code>dashed</code>: train</li>" in page
 
     single = render_comparison([dirs["plain20"]], tmp_path / "one", title="one")

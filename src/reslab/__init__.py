@@ -8,7 +8,11 @@ The public API::
     print(reslab.model_info(model).table())
 """
 
+from ._version import __version__
+from .config import RunConfig, make_config, resolve_config
+from .data import load_dataset
 from .errors import ReslabError, UnknownModelError
+from .evaluate import evaluate, evaluate_run
 from .models import (
     create_model,
     list_models,
@@ -18,11 +22,6 @@ from .models import (
     register_model,
     save_weights,
 )
-
-from ._version import __version__
-from .config import RunConfig, make_config, resolve_config
-from .data import load_dataset
-from .evaluate import evaluate, evaluate_run
 from .predict import load_run, predict
 from .rundir import read_run
 from .train import fit, train_or_reuse

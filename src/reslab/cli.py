@@ -11,9 +11,10 @@ import os
 import shlex
 import sys
 import typing
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import yaml
 
@@ -192,9 +193,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     if int(os.environ.get("RANK", "0")) == 0:
         render_run_report(result.run_dir)
-        best = f"best val err {result.best_val_err:.2f}% (epoch {result.best_epoch})" if result.best_val_err is not None else "no validation split"
-        test = f", test err {result.test['top1_err']:.2f}% ({result.test['protocol']})" if result.test else ""
-        print(f"{result.run_dir}: {result.steps} steps in {result.wall_time:.0f}s, {best}{test}")
+        print(result.summary())
     return 0
 
 

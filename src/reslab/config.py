@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import yaml
 
@@ -67,8 +68,8 @@ class RunConfig:
     gamma: float = _f(0.1, "lr factor at each milestone or plateau")
     plateau_patience: int = _f(5, "plateau schedule: epochs without a better validation error before the lr drops")
     warmup_lr: float | None = _f(None, "warm-up learning rate (paper Sec. 4.2: 0.01 for ResNet-110)")
-    warmup_iters: int = _f(0, "warm up for at least this many iterations")
-    warmup_until_err: float | None = _f(None, "... and until the training error (%%) is below this")
+    warmup_iters: int = _f(0, "end the warm-up after at most this many iterations (0: no cap)")
+    warmup_until_err: float | None = _f(None, "end the warm-up once the training error (%%) is below this")
     warmup_min_depth: int | None = _f(None, "warm up only models at least this deep (the model's depth property); "
                                             "unset: every model")
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy")
@@ -101,7 +102,7 @@ class RunConfig:
     progress: bool = _f(True, "progress bar on a terminal", runtime=True)
     tensorboard: bool = _f(True, "also write TensorBoard logs when tensorboard is installed", runtime=True)
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         """Raise ReslabError for nonsense values (negative lr, zero batch, ...)."""
         checks = [
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),

@@ -13,7 +13,8 @@ atomically and drawn deterministically, so redrawing gives byte-identical files.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union, cast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Union, cast
 
 from .errors import ReslabError
 from .io import atomic_path

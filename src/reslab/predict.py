@@ -4,9 +4,9 @@ preprocessing), and ``predict`` for image files."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from PIL import Image, UnidentifiedImageError

@@ -17,8 +17,9 @@ import html
 import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Union
 
 from ._table import format_duration
 from .errors import ReslabError

@@ -17,8 +17,8 @@ from reslab.data import (
     list_datasets,
     load_dataset,
     register_dataset,
+    registry,
 )
-from reslab.data import registry
 from reslab.data.transforms import ResizeCenterCrop, pil_resize_center_crop, pil_to_uint8, resize_center_crop
 from reslab.errors import ReslabError
 

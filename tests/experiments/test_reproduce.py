@@ -12,8 +12,8 @@ import statistics
 import pytest
 import yaml
 
-from reslab.errors import ReslabError
 from reslab.cli import build_parser
+from reslab.errors import ReslabError
 from reslab.experiments import render_experiment
 
 TINY = ["--budget", "tiny", "--data", "embedded", "--threads", "1"]

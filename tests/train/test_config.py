@@ -3,9 +3,8 @@
 import pytest
 
 import reslab
-
-from reslab.errors import ReslabError
 from reslab.config import list_recipes, load_recipe, make_config
+from reslab.errors import ReslabError
 from reslab.train.schedule import LRSchedule
 
 

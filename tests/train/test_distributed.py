@@ -78,9 +78,8 @@ def _grad_worker(rank, world, init, out_path, x, y, state, sync):
 
 @pytest.mark.parametrize("sync", [True, False], ids=["sync_bn", "per_rank_bn"])
 def test_ddp_gradients_with_global_bn_equal_one_process_in_float64(tmp_path, embedded, sync):
-    from reslab.data.transforms import Normalizer
-
     import reslab
+    from reslab.data.transforms import Normalizer
 
     images, labels = embedded.train.images[:32], embedded.train.labels[:32]
     x = Normalizer.fit("per_pixel_mean", images)(images).double()
@@ -121,9 +120,9 @@ def _eval_worker(rank, world, init, out_path, images, labels, state):
 
 
 def test_distributed_evaluation_counts_every_sample_once(tmp_path, embedded):
+    import reslab
     from reslab.data.transforms import Normalizer
     from reslab.evaluate import evaluate
-    import reslab
 
     images, labels = embedded.test.images[:101], embedded.test.labels[:101]  # 101: not divisible by 2
     torch.manual_seed(0)

@@ -9,9 +9,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from reslab.config import make_config
 from reslab.errors import ReslabError
 from reslab.report import render_run_report
-from reslab.config import make_config
 from reslab.train.loop import TrainingDiverged, TrainingInterrupted, fit
 
 

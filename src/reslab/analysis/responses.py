@@ -15,7 +15,7 @@ on its own output.
 from __future__ import annotations
 
 import weakref
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

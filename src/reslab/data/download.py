@@ -17,16 +17,15 @@ import http.client
 import logging
 import os
 import shutil
-import socket
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import ReslabError
 from ..io import atomic_path
@@ -177,7 +176,7 @@ def download_url(url: str, dest: str | os.PathLike, *, md5: str | None = None,
                     received += len(chunk)
                 if expected is not None and received != int(expected):
                     raise http.client.IncompleteRead(b"", int(expected) - received)
-        except (urllib.error.URLError, http.client.HTTPException, socket.timeout, OSError) as e:
+        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as e:
             reason = getattr(e, "reason", None) or e
             if isinstance(e, http.client.IncompleteRead):
                 reason = f"the transfer broke off with {e.expected} bytes missing"

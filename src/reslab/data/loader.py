@@ -8,7 +8,7 @@ the global batch is drawn and augmented identically everywhere, and rank r takes
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..errors import ReslabError
 from .splits import DEFAULT_VAL_FRACTION, DatasetSplits, val_count

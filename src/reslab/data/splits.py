@@ -9,8 +9,9 @@ trains CIFAR-10 on 45k and validates on 5k, Sec. 4.2).
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch

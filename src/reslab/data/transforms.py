@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ class Normalizer:
     std: torch.Tensor
 
     @classmethod
-    def fit(cls, kind: str, images: torch.Tensor, chunk: int = 4096) -> "Normalizer":
+    def fit(cls, kind: str, images: torch.Tensor, chunk: int = 4096) -> Normalizer:
         """Statistics of a uint8 (N, C, H, W) training split."""
         c = images.shape[1]
         if kind == "none" or len(images) == 0:
@@ -63,7 +63,7 @@ class Normalizer:
             return cls(kind, m.float().reshape(c, 1, 1), var.clamp_min(1e-12).sqrt().float().reshape(c, 1, 1))
         raise ValueError(f"unknown normalisation {kind!r}")
 
-    def to(self, device: torch.device | str) -> "Normalizer":
+    def to(self, device: torch.device | str) -> Normalizer:
         return Normalizer(self.kind, self.mean.to(device), self.std.to(device))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

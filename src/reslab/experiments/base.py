@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..errors import ReslabError
 from .budgets import Budget
@@ -62,7 +63,7 @@ class Stat:
     n: int
 
     @classmethod
-    def of(cls, values: Sequence[float | None]) -> "Stat":
+    def of(cls, values: Sequence[float | None]) -> Stat:
         xs = [float(v) for v in values if v is not None and not math.isnan(v)]
         if not xs:
             return cls(None, None, 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data import DatasetSplits, load_dataset, stratified_split
 from ..errors import ReslabError
 
 __all__ = ["Budget", "BUDGETS", "get_budget", "prepare_data"]
@@ -81,8 +82,6 @@ def get_budget(name: str) -> Budget:
 
 
 def _stratified_subset(split, n: int | None):
-    from ..data import stratified_split
-
     if split is None or n is None or n >= len(split):
         return split
     return split.subset(stratified_split(split.labels, n, seed=0)[1])
@@ -94,8 +93,6 @@ def prepare_data(data: str, data_dir: str | None, budget: Budget):
     The validation split is held out of the training set (seed 0), then the training and test
     sets are cut to fixed class-stratified subsets, so nets differ only in architecture and seed.
     """
-    from ..data import DatasetSplits, load_dataset
-
     full = load_dataset(data, data_dir=data_dir, val_size=budget.val_size, seed=0)
     train = _stratified_subset(full.train, budget.train_size)
     val = _stratified_subset(full.val, budget.val_size)

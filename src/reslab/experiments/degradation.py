@@ -8,13 +8,13 @@ error (bold) per iteration side by side: plain nets left, ResNets right.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .. import rundir
-from . import paper
 from ..plots import plot_error_vs_depth
-from .budgets import Budget
+from . import paper
 from .base import Analysis, ExperimentDef, Finding, Net, NetResult, Summary, fmt_stat, md_table
+from .budgets import Budget
 
 PLAIN, RESNET = "plain", "ResNet"
 

@@ -7,12 +7,12 @@ below 0.1 %) but tests worse, 7.93 %, which the authors put down to overfitting.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-from . import paper
 from ..plots import plot_error_vs_depth
-from .budgets import Budget
+from . import paper
 from .base import Analysis, ExperimentDef, Finding, Net, Summary, fmt_stat, md_table
+from .budgets import Budget
 
 
 def nets(depths: Sequence[int]) -> list[Net]:

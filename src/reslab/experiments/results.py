@@ -112,8 +112,8 @@ def render_training_experiment(exp_dir: str | Path, exp: ExperimentDef) -> Path:
         "runs; each run directory under `runs/` is an ordinary reslab run (config, metrics, checkpoints, report). "
         "`reslab report` on this directory re-renders this report from them.",
         "", f"reslab {meta.get('reslab', '')}, created {meta.get('created', '')}."])))
-    all_runs = [exp_dir / r.path for r in runs if (exp_dir / r.path / "metrics.jsonl").is_file()]
-    groups = {k: [p for p in v if (p / "metrics.jsonl").is_file()] for k, v in analysis.groups.items()}
+    all_runs = [exp_dir / r.path for r in runs if (exp_dir / r.path / rundir.METRICS).is_file()]
+    groups = {k: [p for p in v if (p / rundir.METRICS).is_file()] for k, v in analysis.groups.items()}
     groups = {k: v for k, v in groups.items() if v}
     if not all_runs:
         md = "\n".join([f"# {exp.title}", "", *intro, "", "No run has started yet."]) + "\n"

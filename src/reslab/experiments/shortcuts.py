@@ -8,11 +8,12 @@ enough that projections are not what solves degradation. Here: resnet20/32/56 on
 
 from __future__ import annotations
 
-from typing import Sequence, cast
+from collections.abc import Sequence
+from typing import cast
 
 from . import paper
-from .budgets import Budget
 from .base import Analysis, ExperimentDef, Finding, Net, NetResult, Summary, fmt_stat, md_table
+from .budgets import Budget
 
 OPTIONS = ("A", "B", "C")
 

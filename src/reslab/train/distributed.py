@@ -8,6 +8,8 @@ from typing import cast
 
 import torch
 
+from ..errors import ReslabError
+
 __all__ = ["DistContext", "init_distributed", "resolve_device", "convert_sync_batchnorm", "GlobalBatchNorm2d"]
 
 
@@ -39,8 +41,6 @@ class DistContext:
 
 def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
     """``auto``: the local GPU when there is one, else the CPU."""
-    from ..errors import ReslabError
-
     if pref == "auto":
         pref = "cuda" if torch.cuda.is_available() else "cpu"
     if pref.startswith("cuda"):

@@ -16,9 +16,10 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import yaml
@@ -60,6 +61,13 @@ class FitResult:
     best_val_err: float | None
     test: dict[str, Any] | None
     wall_time: float
+
+    def summary(self) -> str:
+        """One line: steps, time, best validation error, test error."""
+        best = (f"best val err {self.best_val_err:.2f}% (epoch {self.best_epoch})" if self.best_val_err is not None
+                else "no validation split")
+        test = f", test err {self.test['top1_err']:.2f}% ({self.test['protocol']})" if self.test else ""
+        return f"{self.run_dir}: {self.steps} steps in {self.wall_time:.0f}s, {best}{test}"
 
 
 def task_for(cfg: RunConfig) -> Task:
