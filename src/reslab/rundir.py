@@ -31,7 +31,7 @@ from .errors import ReslabError
 
 __all__ = [
     "CONFIG", "METRICS", "ENV", "CLASSES", "PREPROCESS", "CHECKPOINTS", "PLOTS", "REPORT_MD", "REPORT_HTML",
-    "TENSORBOARD", "weights_file", "state_file", "is_run_dir", "read_config", "read_metrics", "last_record",
+    "TENSORBOARD", "weights_file", "state_file", "is_run_dir", "prepare", "read_config", "read_metrics", "last_record",
     "run_status", "Run", "read_run", "reuse_decision",
 ]
 
@@ -148,6 +148,25 @@ def reuse_decision(run_dir: PathLike) -> Literal["reuse", "resume", "fresh"]:
     if (Path(run_dir) / CONFIG).is_file() and state_file(run_dir).is_file():
         return "resume"
     return "fresh"
+
+
+def prepare(out: Path, resume: bool) -> None:
+    """Check ``out`` before training writes into it: an existing run to resume, or a directory that
+    holds no run and is writable (``checkpoints/`` and ``plots/`` are made). Never a run to overwrite."""
+    if resume:
+        if not is_run_dir(out):
+            raise ReslabError(f"{out} is not a run directory (no config.yaml and checkpoints/); give the --out of an earlier run")
+        return
+    if (out / CONFIG).exists() or (out / METRICS).exists():
+        raise ReslabError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
+    try:
+        (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        (out / PLOTS).mkdir(exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ReslabError(f"cannot write to output directory {out}: {e.strerror}; choose a writable --out") from None
 
 
 def _num(v: Any) -> float | int | None:

@@ -164,23 +164,6 @@ def _empty_stats() -> dict[str, Any]:
     return {"loss": 0.0, "correct": 0, "n": 0}
 
 
-def _prepare_run_dir(out: Path, resume: bool) -> None:
-    if resume:
-        if not rundir.is_run_dir(out):
-            raise ReslabError(f"{out} is not a run directory (no config.yaml and checkpoints/); give the --out of an earlier run")
-        return
-    if (out / rundir.CONFIG).exists() or (out / rundir.METRICS).exists():
-        raise ReslabError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
-    try:
-        (out / rundir.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-        (out / rundir.PLOTS).mkdir(exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise ReslabError(f"cannot write to output directory {out}: {e.strerror}; choose a writable --out") from None
-
-
 def _setup(config: RunConfig, out: str | os.PathLike | None, resume: bool, data: DatasetSplits | None) -> _Session:
     cfg = config.validate()
     t_start = time.time()
@@ -189,7 +172,7 @@ def _setup(config: RunConfig, out: str | os.PathLike | None, resume: bool, data:
     if resume:
         if out is None:
             raise ReslabError("resume needs the run directory to continue")
-        _prepare_run_dir(Path(out), resume)
+        rundir.prepare(Path(out), resume)
     # absolute image-folder paths: eval, predict and --resume then work from any directory
     cfg = dataclasses.replace(cfg, data=canonical_data_name(cfg.data))
     if resume:
@@ -200,7 +183,7 @@ def _setup(config: RunConfig, out: str | os.PathLike | None, resume: bool, data:
         out = Path("runs") / f"{cfg.model}-{cfg.data.split(':')[0]}-{stamp}"
     run_dir = Path(out)
     if ctx.is_main and not resume:
-        _prepare_run_dir(run_dir, resume)
+        rundir.prepare(run_dir, resume)
     ctx.barrier()
     seed_everything(cfg.seed, cfg.deterministic)
 
