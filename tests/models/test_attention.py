@@ -12,19 +12,7 @@ from reslab.cli import main as cli_main
 from reslab.errors import ReslabError
 from reslab.models.layers import NONLOCAL_MODES, GlobalContext, NonLocal, SqueezeExcitation
 from reslab.models.weights import torchvision_to_reslab_key
-from tests.models._helpers import randomise_bn
-
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def meta_model(name: str, **overrides) -> nn.Module:
-    # Parameter counts need shapes only: building on the meta device skips the weight init.
-    with torch.device("meta"):
-        return reslab.create_model(name, **overrides)
-
-
+from tests.models._helpers import meta_model, n_params, randomise
 
 # Hu et al. 2018 (SENet), Table 2: parameters in millions.
 SENET_TABLE2 = {"se_resnet50": 28.09, "se_resnet101": 49.33, "se_resnet152": 66.82}
@@ -96,7 +84,7 @@ def _perturbed_output_differs(model: nn.Module, x: torch.Tensor, ref: torch.Tens
 def test_nonlocal_inserted_into_resnet50_is_the_identity():
     torch.manual_seed(0)
     base = reslab.create_model("resnet50").eval()
-    randomise_bn(base)
+    randomise(base)
     nl = reslab.create_model("nl_resnet50", nonlocal_mode="concatenation").eval()
     missing, unexpected = nl.load_state_dict(base.state_dict(), strict=False)
     assert not unexpected and missing and all(".nl." in k for k in missing)  # shared names are identical
@@ -112,7 +100,7 @@ def test_nonlocal_inserted_into_resnet50_is_the_identity():
 def test_global_context_inserted_into_torchvision_resnet50_is_the_identity():
     torch.manual_seed(0)
     tv = torchvision.models.resnet50().eval()
-    randomise_bn(tv)
+    randomise(tv)
     gc = reslab.create_model("gc_resnet50").eval()  # stride in the 3x3, as torchvision
     state = {torchvision_to_reslab_key(k): v for k, v in tv.state_dict().items()}
     missing, unexpected = gc.load_state_dict(state, strict=False)
@@ -152,7 +140,7 @@ def test_se_gate_scales_only_the_residual_branch(name, stage, index):
     """SENet Fig. 3: the gate rescales the branch before the addition, never the shortcut."""
     torch.manual_seed(0)
     m = reslab.create_model(name).eval()
-    randomise_bn(m)
+    randomise(m)
     block = m.stages[stage][index]
     seen = {}
     block.attn.register_forward_hook(lambda _m, inp, out: seen.update(branch=inp[0].clone()))

@@ -11,7 +11,7 @@ import reslab
 from reslab.errors import ReslabError
 from reslab.models import get_model_entry
 from reslab.models.densenet import DenseLayer, DenseNet, Transition
-from tests.models._helpers import randomise_bn
+from tests.models._helpers import assert_matches_torchvision, n_params, randomise, unfilled_model
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -24,30 +24,18 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-
 @pytest.mark.parametrize("name", ["densenet121", "densenet169", "densenet201", "densenet161"])
 def test_matches_torchvision_outputs(name):
     torch.manual_seed(0)
-    tv = getattr(torchvision.models, name)().eval()
-    randomise_bn(tv)
-    ours = reslab.create_model(name).eval()
-    assert n_params(ours) == n_params(tv)
-    reslab.load_torchvision_state_dict(ours, tv.state_dict())
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        diff = (ours(x) - tv(x)).abs().max().item()
-    assert diff < 1e-5, f"{name}: max abs diff {diff}"
+    tv = getattr(torchvision.models, name)()
+    assert_matches_torchvision(unfilled_model(name), tv, (3, 64, 64))
 
 
 def test_loads_old_torchvision_key_names():
     # Checkpoints from before torchvision 0.3 name dense-layer modules "norm.1", "conv.2", ...
     torch.manual_seed(0)
     tv = torchvision.models.densenet121().eval()
-    randomise_bn(tv, seed=1)
+    randomise(tv, seed=1)
     old = {re.sub(r"\.(norm|relu|conv)([12])\.", r".\1.\2.", k): v for k, v in tv.state_dict().items()}
     assert "features.denseblock1.denselayer1.norm.1.weight" in old
     ours = reslab.load_torchvision_state_dict(reslab.create_model("densenet121").eval(), old)

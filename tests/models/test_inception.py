@@ -1,7 +1,5 @@
 """Inception family against the papers' tables and torchvision's own GoogLeNet and Inception-v3."""
 
-import math
-
 import pytest
 import torch
 import torchvision
@@ -11,7 +9,10 @@ from torch.utils.flop_counter import FlopCounterMode
 import reslab
 from reslab.errors import ReslabError
 from reslab.models.base import AuxOutput
-from reslab.models.inception import GOOGLENET_TORCHVISION, InceptionModule, _googlenet_from_tv
+from reslab.models.googlenet import GOOGLENET_TORCHVISION, _googlenet_from_tv
+from reslab.models.inception import InceptionModule
+from reslab.models.layers import LocalResponseNorm
+from tests.models._helpers import assert_same_output, load_from_torchvision, n_params
 
 
 @pytest.fixture(autouse=True)
@@ -22,27 +23,6 @@ def _no_autograd():
         yield
 
 
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def _randomise(model: nn.Module, seed: int = 0) -> None:
-    """Weights at a ReLU-preserving scale and random BN statistics and affine parameters, so that
-    every tensor of the state dict moves the outputs well above the comparison tolerance."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * math.sqrt(2.0 / m.weight[0].numel()))
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-            elif isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-
-
 def _capture(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
     """Outputs of the named submodules on the next forward pass (clones: ReLUs run in place)."""
     store: dict[str, torch.Tensor] = {}
@@ -51,26 +31,15 @@ def _capture(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
     return store
 
 
-def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape
-    return (a - b).abs().max().item()
-
-
-def _check_equal(ours: torch.Tensor, ref: torch.Tensor) -> None:
-    assert ref.abs().max() > 0.1  # outputs large enough for the tolerance to mean something
-    assert _max_diff(ours, ref) < 1e-5
-
-
 # ---------------------------------------------------------------------------------------------
 # GoogLeNet
 
 @pytest.fixture(scope="module")
 def googlenet_pair():
-    # init_weights only picks the initial values, and _randomise overwrites every one of them.
+    # init_weights only picks the initial values, and randomise(weights=True) overwrites every one of them.
     tv = torchvision.models.googlenet(aux_logits=True, init_weights=False, transform_input=False)
-    _randomise(tv)
     ours = reslab.create_model("googlenet", **GOOGLENET_TORCHVISION)
-    reslab.load_torchvision_state_dict(ours, tv.state_dict())
+    load_from_torchvision(ours, tv, weights=True)
     taps = _capture(tv, ["conv3", "inception3b", "inception4e", "inception5b"])
     # 128x128 keeps the test fast; torchvision's adaptive auxiliary pooling works at any size.
     x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
@@ -85,10 +54,10 @@ def test_googlenet_matches_torchvision_in_eval_mode(googlenet_pair):
         out = ours(x)
         maps = ours.forward_intermediates(x)
     assert isinstance(out, torch.Tensor) and out.shape == (2, 1000)
-    _check_equal(out, ref)
+    assert_same_output(out, ref)
     # The feature maps are torchvision's stem (conv3) and the last module of each grid size.
     for ours_map, name in zip(maps, ["conv3", "inception3b", "inception4e", "inception5b"]):
-        _check_equal(ours_map, taps[name])
+        assert_same_output(ours_map, taps[name])
 
 
 def test_googlenet_matches_torchvision_in_training_mode_with_aux_heads(googlenet_pair):
@@ -100,10 +69,10 @@ def test_googlenet_matches_torchvision_in_training_mode_with_aux_heads(googlenet
     out = ours(x)
     assert isinstance(out, AuxOutput)
     assert out.aux_weights == (0.3, 0.3)
-    _check_equal(out.logits, ref.logits)
+    assert_same_output(out.logits, ref.logits)
     assert len(out.aux_logits) == 2
-    _check_equal(out.aux_logits[0], ref.aux_logits1)  # on (4a)
-    _check_equal(out.aux_logits[1], ref.aux_logits2)  # on (4d)
+    assert_same_output(out.aux_logits[0], ref.aux_logits1)  # on (4a)
+    assert_same_output(out.aux_logits[1], ref.aux_logits2)  # on (4d)
     # Batch statistics were used and tracked identically, auxiliary heads' BNs included.
     with torch.no_grad():
         mapped = _googlenet_from_tv(ours, tv.state_dict())
@@ -130,7 +99,8 @@ TABLE1 = {
 def test_googlenet_paper_layout_matches_table1():
     model = reslab.create_model("googlenet").eval()
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    assert sum(isinstance(m, nn.LocalResponseNorm) for m in model.modules()) == 2
+    lrns = [m for m in model.modules() if isinstance(m, LocalResponseNorm)]
+    assert [(m.size, m.alpha, m.beta, m.k, m.alpha_over_size) for m in lrns] == [(5, 1e-4, 0.75, 1.0, True)] * 2
     grid = {0: 28, 1: 14, 2: 7}
     for i, stage in enumerate(model.stages):
         chs = model.feature_info[i].num_chs
@@ -185,9 +155,8 @@ V3_TAPS = ["Conv2d_4a_3x3", "Mixed_5d", "Mixed_6e", "Mixed_7c"]
 @pytest.fixture(scope="module")
 def inception_v3_pair():
     tv = torchvision.models.inception_v3(aux_logits=True, init_weights=False, transform_input=False)
-    _randomise(tv, seed=1)
     ours = reslab.create_model("inception_v3")
-    reslab.load_torchvision_state_dict(ours, tv.state_dict())
+    load_from_torchvision(ours, tv, seed=1, weights=True)
     taps = _capture(tv, V3_TAPS)
     return tv, ours, taps
 
@@ -201,11 +170,11 @@ def test_inception_v3_matches_torchvision_in_eval_mode(inception_v3_pair):
         features = ours.forward_features(x)
         out = ours.forward_head(features)
         maps = ours.forward_intermediates(x)
-    _check_equal(out, ref)
-    _check_equal(features, taps["Mixed_7c"])
+    assert_same_output(out, ref)
+    assert_same_output(features, taps["Mixed_7c"])
     assert [(f.num_chs, f.reduction) for f in ours.feature_info] == [(192, 4), (288, 8), (768, 16), (2048, 32)]
     for ours_map, name in zip(maps, V3_TAPS):
-        _check_equal(ours_map, taps[name])
+        assert_same_output(ours_map, taps[name])
 
 
 def test_inception_v3_matches_torchvision_in_training_mode_with_aux_head(inception_v3_pair):
@@ -217,9 +186,9 @@ def test_inception_v3_matches_torchvision_in_training_mode_with_aux_head(incepti
     torch.manual_seed(3)
     out = ours(x)
     assert isinstance(out, AuxOutput) and out.aux_weights == (0.4,)
-    _check_equal(out.logits, ref.logits)
+    assert_same_output(out.logits, ref.logits)
     assert len(out.aux_logits) == 1
-    _check_equal(out.aux_logits[0], ref.aux_logits)
+    assert_same_output(out.aux_logits[0], ref.aux_logits)
 
 
 def test_inception_v3_parameter_counts_match_torchvision(inception_v3_pair):

@@ -1,14 +1,14 @@
-"""The registry: names, overrides, errors; and every registered model runs."""
+"""The registry: names, overrides, errors. (That every registered model runs is test_contract.py.)"""
 
-import math
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import reslab
 from reslab.errors import ReslabError, UnknownModelError
-from reslab.models import get_model_entry, list_models, register_model
-from reslab.models.base import AuxOutput
+from reslab.models import list_models, register_model
 
 EXPECTED_RESNET_NAMES = (
     [f"resnet{d}" for d in (18, 20, 32, 34, 44, 50, 56, 101, 110, 152, 200, 1202)]
@@ -68,23 +68,10 @@ def test_overrides_reach_the_module():
     assert m.model_name == "resnet56"
 
 
-def _tiny_batch(name: str) -> torch.Tensor:
-    c, h, w = get_model_entry(name).input_size
-    return torch.randn(2, c, h, w)
-
-
-@pytest.mark.parametrize("name", list_models())
-def test_every_model_runs_forward_and_backward(name):
-    torch.manual_seed(0)
-    model = reslab.create_model(name)
-    model.train()
-    out = model(_tiny_batch(name))
-    aux = ()
-    if isinstance(out, AuxOutput):  # auxiliary classifiers are trained too
-        out, aux = out.logits, out.aux_logits
-    assert out.shape == (2, model.num_classes)
-    assert torch.isfinite(out).all() and all(torch.isfinite(a).all() for a in aux)
-    (out.float().pow(2).mean() + sum(a.float().pow(2).mean() for a in aux)).backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    assert math.isfinite(sum(g.abs().sum().item() for g in grads))
+def test_registry_is_complete_from_a_fresh_interpreter():
+    # Importing reslab.models.registry runs the package __init__, which imports every family; the
+    # registry module itself imports none of them (no import circle).
+    code = ("from reslab.models.registry import create_model, list_models; "
+            "m = create_model('resnet20'); print(len(list_models()), m.model_name)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(len(list_models())), "resnet20"]

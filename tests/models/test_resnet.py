@@ -8,14 +8,10 @@ import torchvision
 from torch import nn
 
 import reslab
+from reslab.errors import ReslabError
 from reslab.models.layers import ProjectionShortcut, ZeroPadShortcut
 from reslab.models.resnet import BasicBlock, Bottleneck
-from tests.models._helpers import randomise_bn
-
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
+from tests.models._helpers import assert_matches_torchvision, n_params, unfilled_model
 
 # He et al. 2015, Table 6 (CIFAR-10, option A): parameters in millions, as printed.
 TABLE6 = {"resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66, "resnet56": 0.85, "resnet110": 1.7, "resnet1202": 19.4}
@@ -64,19 +60,11 @@ def test_imagenet_multiply_adds_match_table1(name, paper):
     assert sum(r.macs for r in info.rows) == info.macs  # the per-stage rows add up to the total
 
 
-
 @pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2"])
 def test_matches_torchvision_outputs(name):
     torch.manual_seed(0)
-    tv = getattr(torchvision.models, name)().eval()
-    randomise_bn(tv)
-    ours = reslab.create_model(name, stride_in="3x3").eval()
-    assert n_params(ours) == n_params(tv)
-    reslab.load_torchvision_state_dict(ours, tv.state_dict())
-    x = torch.randn(2, 3, 96, 96)
-    with torch.no_grad():
-        diff = (ours(x) - tv(x)).abs().max().item()
-    assert diff < 1e-5, f"{name}: max abs diff {diff}"
+    tv = getattr(torchvision.models, name)()
+    assert_matches_torchvision(unfilled_model(name, stride_in="3x3"), tv, (3, 96, 96))
 
 
 def test_paper_v1_differs_from_v15_only_in_stride_position():
@@ -107,7 +95,7 @@ def test_plain_nets_have_no_shortcut_additions(plain, res):
 def test_depth_counts_weighted_layers_as_the_paper():
     for name, depth in [("resnet20", 20), ("resnet110", 110), ("resnet1202", 1202), ("resnet50", 50),
                         ("resnet152", 152), ("preact_resnet164", 164), ("preact_resnet1001", 1001)]:
-        assert reslab.create_model(name).spec.depth == depth
+        assert reslab.models.get_model_entry(name).builder.spec.depth == depth  # the spec create_model builds
 
 
 @pytest.mark.parametrize("name", ["resnet20", "resnet50", "preact_resnet18", "preact_resnet164"])
@@ -166,3 +154,33 @@ def test_block_types_follow_the_spec():
     assert isinstance(reslab.create_model("resnet34").stages[0][0], BasicBlock)
     assert isinstance(reslab.create_model("resnet50").stages[0][0], Bottleneck)
     assert isinstance(reslab.create_model("preact_resnet164").stages[0][0], Bottleneck)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "preact_resnet18", "resnet50", "preact_resnet164"])
+def test_norm_and_act_layers_are_passed_down(name):
+    torch.manual_seed(0)
+    default = reslab.create_model(name)
+    torch.manual_seed(0)
+    explicit = reslab.create_model(name, norm_layer=nn.BatchNorm2d, act_layer=nn.ReLU)
+    assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), explicit.state_dict().values()))
+
+    m = reslab.create_model(name, norm_layer=lambda c: nn.GroupNorm(4, c), act_layer=nn.GELU)
+    kinds = [type(x) for x in m.modules()]
+    # Every BN becomes a GroupNorm (stem, blocks, projection shortcuts, the final BN) under the
+    # same name, and every ReLU a GELU; no buffers remain.
+    assert nn.BatchNorm2d not in kinds and nn.ReLU not in kinds
+    assert kinds.count(nn.GroupNorm) == sum(isinstance(x, nn.BatchNorm2d) for x in default.modules())
+    assert kinds.count(nn.GELU) == sum(isinstance(x, nn.ReLU) for x in default.modules())
+    assert set(m.state_dict()) == {k for k in default.state_dict() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    c, h, w = reslab.models.get_model_entry(name).input_size
+    out = m(torch.randn(2, c, 64 if h > 64 else h, 64 if w > 64 else w))
+    assert out.shape == (2, m.num_classes) and torch.isfinite(out).all()
+    silu = reslab.create_model(name, act_layer=nn.SiLU)
+    assert all(x.inplace for x in silu.modules() if isinstance(x, nn.SiLU))  # inplace where it is accepted
+
+
+def test_norm_and_act_layers_must_be_callables():
+    with pytest.raises(ReslabError, match="norm_layer must be a callable"):
+        reslab.create_model("resnet20", norm_layer="group")
+    with pytest.raises(ReslabError, match="act_layer must be a callable"):
+        reslab.create_model("resnet20", act_layer=None)

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from ..errors import ReslabError
 
-__all__ = ["Backbone", "ClassifierHead", "SpecBuilder", "FeatureInfo", "AuxOutput"]
+__all__ = [
+    "Backbone", "ClassifierHead", "SpecBuilder", "FeatureInfo", "AuxOutput",
+    "check", "is_int", "is_number", "positive_ints", "positive_int", "rate", "flag", "one_of", "freeze_tuples",
+]
 
 
 class AuxOutput(NamedTuple):
@@ -62,7 +66,7 @@ class ClassifierHead(nn.Module):
 class Backbone(nn.Module):
     """Base class for classifiers built as ``stem -> stages -> final -> head``.
 
-    Subclasses set ``self.stem``, ``self.stages`` (an iterable of modules), ``self.final``
+    Subclasses call :meth:`_start_init`, set ``self.stem``, ``self.stages`` (an iterable of modules), ``self.final``
     (applied after the last stage, e.g. a pre-activation net's last BN-ReLU), ``self.head``
     and ``self.feature_info`` (stem first, then one entry per stage), then call
     :meth:`_finish_init`.
@@ -72,6 +76,16 @@ class Backbone(nn.Module):
     num_classes: int
     num_features: int
     feature_info: list[FeatureInfo]
+
+    def _start_init(self, spec: Any, num_classes: int, in_chans: int) -> None:
+        """Check and keep the arguments every backbone takes."""
+        check([
+            (is_int(num_classes) and num_classes >= 0, f"num_classes must be a non-negative integer, got {num_classes!r}"),
+            (is_int(in_chans) and in_chans >= 1, f"in_chans must be a positive integer, got {in_chans!r}"),
+        ])
+        self.spec = spec
+        self.num_classes = num_classes
+        self.in_chans = in_chans
 
     def _finish_init(self, features_only: bool, out_indices: Sequence[int] | None) -> None:
         self.features_only = features_only
@@ -146,3 +160,57 @@ class SpecBuilder:
         spec_over = {k: v for k, v in overrides.items() if k in self.spec_fields}
         kwargs = {**self.defaults, **{k: v for k, v in overrides.items() if k not in self.spec_fields}}
         return self.cls(dataclasses.replace(self.spec, **spec_over), **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks shared by the specs and modules of every family. Each ``(ok, message)`` helper
+# returns one condition for :func:`check`, so a spec lists its rules in one place.
+
+Condition = tuple[bool, str]
+
+
+def check(conditions: Iterable[Condition]) -> None:
+    """Raise :class:`~reslab.errors.ReslabError` with the message of the first condition that fails."""
+    for ok, message in conditions:
+        if not ok:
+            raise ReslabError(message)
+
+
+def is_int(v: object) -> bool:
+    """An integer, and not a bool."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v: object) -> bool:
+    """An int or a float, and not a bool."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def positive_ints(values: Sequence[object]) -> bool:
+    """A non-empty sequence of positive integers."""
+    return len(values) > 0 and all(is_int(v) and v >= 1 for v in values)
+
+
+def positive_int(name: str, value: object) -> Condition:
+    return is_int(value) and value >= 1, f"{name} must be a positive integer, got {value!r}"
+
+
+def rate(name: str, value: object) -> Condition:
+    """A dropout probability: in ``[0, 1)``."""
+    return is_number(value) and 0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value!r}"
+
+
+def flag(name: str, value: object) -> Condition:
+    return isinstance(value, bool), f"{name} must be True or False, got {value!r}"
+
+
+def one_of(name: str, value: object, choices: Sequence[object]) -> Condition:
+    names = [repr(c) for c in choices]
+    listed = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+    return value in choices, f"{name} must be {listed}, got {value!r}"
+
+
+def freeze_tuples(spec: Any, *names: str) -> None:
+    """Turn the named fields of a frozen dataclass into tuples (lists arrive from YAML and the CLI)."""
+    for name in names:
+        object.__setattr__(spec, name, tuple(getattr(spec, name)))

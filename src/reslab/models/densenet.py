@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Literal, Mapping, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,21 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ReslabError
-from .base import Backbone, ClassifierHead, FeatureInfo, SpecBuilder
+from .base import (
+    Backbone,
+    ClassifierHead,
+    FeatureInfo,
+    SpecBuilder,
+    check,
+    flag,
+    freeze_tuples,
+    is_int,
+    is_number,
+    one_of,
+    positive_int,
+    positive_ints,
+    rate,
+)
 from .layers import conv1x1, conv3x3, make_stem
 from .registry import register_model
 from .weights import register_torchvision_converter, rename_keys
@@ -68,23 +83,19 @@ class DenseNetSpec:
     memory_efficient: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "block_config", tuple(self.block_config))
-        checks = [
-            (_is_int(self.growth_rate) and self.growth_rate >= 1, f"growth_rate must be a positive integer, got {self.growth_rate!r}"),
-            (len(self.block_config) > 0 and all(_is_int(n) and n >= 1 for n in self.block_config),
-             f"block_config must be a non-empty tuple of positive integers, got {self.block_config!r}"),
-            (isinstance(self.bottleneck, bool), f"bottleneck must be True or False, got {self.bottleneck!r}"),
-            (_is_number(self.compression) and 0.0 < self.compression <= 1.0, f"compression must be in (0, 1], got {self.compression!r}"),
-            (self.stem in ("cifar", "imagenet"), f"stem must be 'cifar' or 'imagenet', got {self.stem!r}"),
-            (self.init_features is None or (_is_int(self.init_features) and self.init_features >= 1),
+        freeze_tuples(self, "block_config")
+        check([
+            positive_int("growth_rate", self.growth_rate),
+            (positive_ints(self.block_config), f"block_config must be a non-empty tuple of positive integers, got {self.block_config!r}"),
+            flag("bottleneck", self.bottleneck),
+            (is_number(self.compression) and 0.0 < self.compression <= 1.0, f"compression must be in (0, 1], got {self.compression!r}"),
+            one_of("stem", self.stem, ("cifar", "imagenet")),
+            (self.init_features is None or (is_int(self.init_features) and self.init_features >= 1),
              f"init_features must be a positive integer or None, got {self.init_features!r}"),
-            (_is_int(self.bn_size) and self.bn_size >= 1, f"bn_size must be a positive integer, got {self.bn_size!r}"),
-            (_is_number(self.drop_rate) and 0.0 <= self.drop_rate < 1.0, f"drop_rate must be in [0, 1), got {self.drop_rate!r}"),
-            (isinstance(self.memory_efficient, bool), f"memory_efficient must be True or False, got {self.memory_efficient!r}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ReslabError(message)
+            positive_int("bn_size", self.bn_size),
+            rate("drop_rate", self.drop_rate),
+            flag("memory_efficient", self.memory_efficient),
+        ])
         chs = self.stem_channels
         for n in self.block_config[:-1]:
             chs = int(self.compression * (chs + n * self.growth_rate))
@@ -107,14 +118,6 @@ class DenseNetSpec:
         convs and the classifier (DenseNet-121: 1 + 2 * 58 + 3 + 1)."""
         per_layer = 2 if self.bottleneck else 1
         return 1 + per_layer * sum(self.block_config) + len(self.block_config) - 1 + 1
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _dropout(p: float) -> nn.Module:
@@ -216,13 +219,7 @@ class DenseNet(Backbone):
     def __init__(self, spec: DenseNetSpec, *, num_classes: int = 1000, in_chans: int = 3,
                  features_only: bool = False, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
-        if not _is_int(num_classes) or num_classes < 0:
-            raise ReslabError(f"num_classes must be a non-negative integer, got {num_classes!r}")
-        if not _is_int(in_chans) or in_chans < 1:
-            raise ReslabError(f"in_chans must be a positive integer, got {in_chans!r}")
-        self.spec = spec
-        self.num_classes = num_classes
-        self.in_chans = in_chans
+        self._start_init(spec, num_classes, in_chans)
         chs = spec.stem_channels
 
         # the first dense layer normalises its input, so the CIFAR stem is a bare conv

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .._table import format_table
 from ..errors import ReslabError
+from .registry import get_model_entry
 
 __all__ = ["LayerInfo", "ModelInfo", "model_info"]
 
@@ -38,8 +40,6 @@ class ModelInfo:
 
     def table(self) -> str:
         """The per-stage table as aligned text, totals last."""
-        from .._table import format_table
-
         body = [[r.name, "x".join(map(str, r.output_shape)), f"{r.params:,}", _human(r.macs)] for r in self.rows]
         body.append(["total", "", f"{self.params:,}", _human(self.macs)])
         title = f"{self.name}  input {'x'.join(map(str, self.input_size))}"
@@ -77,8 +77,6 @@ def model_info(model: nn.Module, input_size: tuple[int, ...] | None = None) -> M
     """
     name = getattr(model, "model_name", type(model).__name__)
     if input_size is None:
-        from .registry import get_model_entry
-
         input_size = get_model_entry(name).input_size if hasattr(model, "model_name") else (3, 224, 224)
     input_size = tuple(int(v) for v in input_size)
     if len(input_size) != 3 or min(input_size) < 1:

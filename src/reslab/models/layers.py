@@ -1,16 +1,29 @@
-"""Shared building blocks: convolutions, the paper's shortcut options A / B / C, and the
-attention blocks a ResNet can carry (squeeze-and-excitation, non-local, global context)."""
+"""Shared building blocks: convolutions, the paper's shortcut options A / B / C, the ResNet-style
+stem, the attention blocks a ResNet can carry (squeeze-and-excitation, non-local, global context),
+and the classic CNNs' local response normalisation and fully connected heads."""
 
 from __future__ import annotations
+
+import functools
+import inspect
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ReslabError
+
 __all__ = [
-    "conv3x3", "conv1x1", "ZeroPadShortcut", "ProjectionShortcut", "make_shortcut",
+    "conv3x3", "conv1x1", "make_act", "ZeroPadShortcut", "ProjectionShortcut", "make_stem", "make_shortcut",
     "SqueezeExcitation", "NonLocal", "GlobalContext", "NONLOCAL_MODES",
+    "LocalResponseNorm", "FCHead", "fc_head", "init_relu_net",
 ]
+
+NormLayer = Callable[[int], nn.Module]
+ActLayer = Callable[..., nn.Module]
 
 
 def conv3x3(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
@@ -19,6 +32,20 @@ def conv3x3(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
 
 def conv1x1(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=False)
+
+
+@functools.cache
+def _takes_inplace(act_layer: ActLayer) -> bool:
+    try:
+        return "inplace" in inspect.signature(act_layer).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a readable signature
+        return False
+
+
+def make_act(act_layer: ActLayer) -> nn.Module:
+    """``act_layer(inplace=True)`` where it takes ``inplace`` (``nn.ReLU``, ``nn.SiLU``), else
+    ``act_layer()`` (``nn.GELU``)."""
+    return act_layer(inplace=True) if _takes_inplace(act_layer) else act_layer()
 
 
 class ZeroPadShortcut(nn.Module):
@@ -39,17 +66,19 @@ class ZeroPadShortcut(nn.Module):
 
 
 class ProjectionShortcut(nn.Sequential):
-    """Options B/C: a strided 1x1 convolution ``W_s`` (Eq. 2), followed by BN in post-activation
-    nets. Pre-activation nets project the already normalised input, so no BN follows."""
+    """Options B/C: a strided 1x1 convolution ``W_s`` (Eq. 2), followed by BN (``norm_layer``) in
+    post-activation nets. Pre-activation nets project the already normalised input, so they pass
+    ``norm_layer=None`` and no BN follows."""
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int, norm: bool = True) -> None:
+    def __init__(self, in_chs: int, out_chs: int, stride: int, norm_layer: NormLayer | None = nn.BatchNorm2d) -> None:
         super().__init__()
         self.conv = conv1x1(in_chs, out_chs, stride)
-        if norm:
-            self.bn = nn.BatchNorm2d(out_chs)
+        if norm_layer is not None:
+            self.bn = norm_layer(out_chs)
 
 
-def make_stem(kind: str, in_chs: int, out_chs: int, cifar_norm: bool = True) -> tuple[nn.Sequential, int]:
+def make_stem(kind: str, in_chs: int, out_chs: int, cifar_norm: bool = True, *,
+              norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = nn.ReLU) -> tuple[nn.Sequential, int]:
     """The stem of a ResNet-style net and its reduction (output stride).
 
     ``imagenet``: 7x7/2 conv, BN, ReLU, 3x3/2 max-pool (reduction 4), as in He et al. 2015 and
@@ -60,22 +89,23 @@ def make_stem(kind: str, in_chs: int, out_chs: int, cifar_norm: bool = True) -> 
     stem = nn.Sequential()
     if kind == "imagenet":
         stem.add_module("conv", nn.Conv2d(in_chs, out_chs, 7, stride=2, padding=3, bias=False))
-        stem.add_module("bn", nn.BatchNorm2d(out_chs))
-        stem.add_module("act", nn.ReLU(inplace=True))
+        stem.add_module("bn", norm_layer(out_chs))
+        stem.add_module("act", make_act(act_layer))
         stem.add_module("pool", nn.MaxPool2d(3, stride=2, padding=1))
         return stem, 4
     stem.add_module("conv", conv3x3(in_chs, out_chs))
     if cifar_norm:
-        stem.add_module("bn", nn.BatchNorm2d(out_chs))
-        stem.add_module("act", nn.ReLU(inplace=True))
+        stem.add_module("bn", norm_layer(out_chs))
+        stem.add_module("act", make_act(act_layer))
     return stem, 1
 
 
-def make_shortcut(option: str, in_chs: int, out_chs: int, stride: int, norm: bool = True) -> nn.Module:
+def make_shortcut(option: str, in_chs: int, out_chs: int, stride: int,
+                  norm_layer: NormLayer | None = nn.BatchNorm2d) -> nn.Module:
     """The shortcut for one block: identity, zero-pad (A) or projection (B where needed, C always)."""
     changes = in_chs != out_chs or stride != 1
     if option == "C" or (option == "B" and changes):
-        return ProjectionShortcut(in_chs, out_chs, stride, norm=norm)
+        return ProjectionShortcut(in_chs, out_chs, stride, norm_layer)
     if option == "A" and changes:
         return ZeroPadShortcut(in_chs, out_chs, stride)
     return nn.Identity()
@@ -229,3 +259,113 @@ class GlobalContext(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.transform(self.context(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# The classic CNNs' layers: local response normalisation and the fully connected heads.
+
+class LocalResponseNorm(nn.Module):
+    """Local response normalisation as Krizhevsky et al. 2012 (Sec. 3.3) define it:
+
+    ``b_i = a_i / (k + alpha * sum_{j=i-n/2}^{i+n/2} a_j^2) ** beta``, the sum clipped to the
+    existing channels. ``torch.nn.LocalResponseNorm`` (and Caffe) divide ``alpha`` by ``n``; here
+    ``alpha`` multiplies the plain sum, so the paper's constants are used as printed, unless
+    ``alpha_over_size`` asks for the Caffe convention (GoogLeNet's released model).
+
+    Args:
+        size: ``n``, the number of adjacent channels summed (odd, centred on channel ``i``).
+        alpha: the paper's ``alpha`` (1e-4).
+        beta: the paper's ``beta`` (0.75).
+        k: the paper's ``k`` (2).
+        alpha_over_size: divide ``alpha`` by ``n`` (``torch.nn.LocalResponseNorm``'s reading).
+    """
+
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0, *,
+                 alpha_over_size: bool = False) -> None:
+        super().__init__()
+        if not isinstance(size, int) or size < 1 or size % 2 == 0:
+            raise ReslabError(f"LRN size must be a positive odd integer (a window centred on each channel), got {size!r}")
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+        self.alpha_over_size = alpha_over_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = self.alpha if self.alpha_over_size else self.alpha * self.size
+        return F.local_response_norm(x, self.size, alpha=alpha, beta=self.beta, k=self.k)
+
+    def extra_repr(self) -> str:
+        over = ", alpha_over_size=True" if self.alpha_over_size else ""
+        return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}{over}"
+
+
+class FCHead(nn.Module):
+    """The classic CNNs' classifier: adaptive average pooling to ``pool_size``, flatten, fully
+    connected hidden layers (``mlp.fc6``, ``mlp.fc7``, ..., named as in the original Caffe models),
+    then the classifier ``fc``.
+
+    Args:
+        in_chs: channels of the last feature map.
+        pool_size: side of the pooled map; at the native input size the map already has this
+            size and the pooling is the identity.
+        hidden: widths of the hidden fully connected layers.
+        num_classes: classifier outputs (0: ``fc`` is the identity).
+        act: activation module factory applied after each hidden layer.
+        drop_rate: dropout probability on the hidden layers (0: none).
+        dropout_before_fc: put dropout on each hidden layer's input (torchvision's AlexNet) instead
+            of its output (the papers).
+    """
+
+    def __init__(self, in_chs: int, *, pool_size: int, hidden: Sequence[int], num_classes: int,
+                 act: Callable[[], nn.Module] | None = None, drop_rate: float = 0.0,
+                 dropout_before_fc: bool = False) -> None:
+        super().__init__()
+        act = act or (lambda: nn.ReLU(inplace=True))
+        self.pool = nn.AdaptiveAvgPool2d(pool_size)
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        width = in_chs * pool_size * pool_size
+        for i, out in enumerate(hidden, start=6):
+            if drop_rate > 0 and dropout_before_fc:
+                layers[f"drop{i}"] = nn.Dropout(drop_rate)
+            layers[f"fc{i}"] = nn.Linear(width, out)
+            layers[f"act{i}"] = act()
+            if drop_rate > 0 and not dropout_before_fc:
+                layers[f"drop{i}"] = nn.Dropout(drop_rate)
+            width = out
+        self.mlp = nn.Sequential(layers)
+        self.in_features = width
+        self.fc: nn.Module = nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.mlp(torch.flatten(self.pool(x), 1))
+        return x if pre_logits else self.fc(x)
+
+
+def fc_head_width(in_chs: int, pool_size: int, hidden: Sequence[int]) -> int:
+    """Width of an :class:`FCHead`'s pre-logits features: its last hidden layer, or the flattened map."""
+    return hidden[-1] if hidden else in_chs * pool_size * pool_size
+
+
+def fc_head(in_chs: int, *, features_only: bool, **kwargs: Any) -> tuple[nn.Module, int]:
+    """An :class:`FCHead` over ``in_chs`` channels and its pre-logits width (``num_features``).
+
+    A backbone (``features_only``: U-Net encoder, detector) gets the identity instead: it never
+    uses the ~100M parameters of AlexNet's or VGG's head.
+    """
+    width = fc_head_width(in_chs, kwargs["pool_size"], kwargs["hidden"])
+    return (nn.Identity() if features_only else FCHead(in_chs, **kwargs)), width
+
+
+def init_relu_net(model: nn.Module) -> None:
+    """torchvision's VGG initialisation: Kaiming normal convolutions (fan-out), N(0, 0.01) linear
+    layers, zero biases, BN at the identity."""
+    # The papers' N(0, 0.01) convolutions train deep plain stacks badly: Simonyan & Zisserman had
+    # to initialise their deeper nets from the trained 11-layer one.
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)

@@ -1,6 +1,7 @@
 """One registry: the only list of architecture names.
 
-The CLI, the tests and the README table all read it. A registered builder is any callable that
+The CLI, the tests and the README table all read it. The family modules register their names
+when :mod:`reslab.models` is imported (this module imports none of them). A registered builder is any callable that
 returns an ``nn.Module`` from keyword overrides; :func:`create_model` checks the overrides against
 what the builder accepts and rejects the others by name.
 """
@@ -10,8 +11,10 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
@@ -81,7 +84,6 @@ def register_model(
 
 def get_model_entry(name: str) -> ModelEntry:
     """The registry entry for ``name``; an unknown name raises with close matches suggested."""
-    _ensure_registered()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -113,18 +115,10 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered names matching the shell-style ``pattern`` (e.g. ``"resnet*"``), sorted naturally."""
-    _ensure_registered()
     names = [n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern)]
     return sorted(names, key=_natural_key)
 
 
 def _natural_key(name: str) -> list[Any]:
-    import re
-
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
-
-def _ensure_registered() -> None:
-    # Importing the model families registers them; done lazily so `import registry` is cheap
-    # and free of cycles.
-    from . import _families  # noqa: F401

@@ -9,15 +9,42 @@ and attention carried by any of them: squeeze-and-excitation (Hu et al. 2018) or
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 from torch import nn
 
 from ..errors import ReslabError
-from .base import Backbone, ClassifierHead, FeatureInfo, SpecBuilder
-from .layers import NONLOCAL_MODES, GlobalContext, NonLocal, SqueezeExcitation, conv1x1, conv3x3, make_shortcut, make_stem
+from .base import (
+    Backbone,
+    ClassifierHead,
+    FeatureInfo,
+    SpecBuilder,
+    check,
+    flag,
+    freeze_tuples,
+    is_int,
+    is_number,
+    one_of,
+    positive_int,
+    positive_ints,
+    rate,
+)
+from .layers import (
+    NONLOCAL_MODES,
+    ActLayer,
+    GlobalContext,
+    NonLocal,
+    NormLayer,
+    SqueezeExcitation,
+    conv1x1,
+    conv3x3,
+    make_act,
+    make_shortcut,
+    make_stem,
+)
 from .registry import register_model
 
 __all__ = ["ResNetSpec", "ResNet", "BasicBlock", "Bottleneck"]
@@ -84,48 +111,39 @@ class ResNetSpec:
     nonlocal_subsample: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "layers", tuple(self.layers))
-        object.__setattr__(self, "widths", tuple(self.widths))
-        checks = [
-            (self.block in ("basic", "bottleneck"), f"block must be 'basic' or 'bottleneck', got {self.block!r}"),
-            (self.stem in ("cifar", "imagenet"), f"stem must be 'cifar' or 'imagenet', got {self.stem!r}"),
-            (self.shortcut in ("A", "B", "C"), f"shortcut must be 'A', 'B' or 'C', got {self.shortcut!r}"),
-            (self.stride_in in ("1x1", "3x3"), f"stride_in must be '1x1' or '3x3', got {self.stride_in!r}"),
+        freeze_tuples(self, "layers", "widths")
+        check([
+            one_of("block", self.block, ("basic", "bottleneck")),
+            one_of("stem", self.stem, ("cifar", "imagenet")),
+            one_of("shortcut", self.shortcut, ("A", "B", "C")),
+            one_of("stride_in", self.stride_in, ("1x1", "3x3")),
             (len(self.layers) == len(self.widths) and len(self.layers) > 0,
              f"layers {self.layers} and widths {self.widths} must be non-empty and of equal length"),
-            (all(isinstance(n, int) and n >= 1 for n in self.layers), f"layers must be positive integers, got {self.layers}"),
-            (all(isinstance(w, int) and w >= 1 for w in self.widths), f"widths must be positive integers, got {self.widths}"),
-            (self.width_multiplier > 0, f"width_multiplier must be > 0, got {self.width_multiplier}"),
-            (0.0 <= self.block_dropout < 1.0, f"block_dropout must be in [0, 1), got {self.block_dropout}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ReslabError(message)
+            (positive_ints(self.layers), f"layers must be positive integers, got {self.layers}"),
+            (positive_ints(self.widths), f"widths must be positive integers, got {self.widths}"),
+            (is_number(self.width_multiplier) and self.width_multiplier > 0, f"width_multiplier must be > 0, got {self.width_multiplier}"),
+            rate("block_dropout", self.block_dropout),
+        ])
         self._check_attention()
 
     def _check_attention(self) -> None:
-        checks = [
-            (self.attn in (None, "se", "gc"), f"attn must be None, 'se' or 'gc', got {self.attn!r}"),
-            (_is_int(self.attn_reduction) and self.attn_reduction >= 1,
-             f"attn_reduction must be a positive integer, got {self.attn_reduction!r}"),
-            (self.nonlocal_mode in NONLOCAL_MODES,
-             f"nonlocal_mode must be one of {', '.join(map(repr, NONLOCAL_MODES))}, got {self.nonlocal_mode!r}"),
-            (isinstance(self.nonlocal_subsample, bool), f"nonlocal_subsample must be true or false, got {self.nonlocal_subsample!r}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ReslabError(message)
+        check([
+            one_of("attn", self.attn, (None, "se", "gc")),
+            positive_int("attn_reduction", self.attn_reduction),
+            one_of("nonlocal_mode", self.nonlocal_mode, NONLOCAL_MODES),
+            flag("nonlocal_subsample", self.nonlocal_subsample),
+        ])
         n = len(self.layers)
         if self.attn_stages is not None:
             stages = _as_tuple(self.attn_stages)
-            if stages is None or not all(_is_int(i) and -n <= i < n for i in stages):
+            if stages is None or not all(is_int(i) and -n <= i < n for i in stages):
                 raise ReslabError(f"attn_stages must be None or stage indices in [0, {n}), got {self.attn_stages!r}")
             object.__setattr__(self, "attn_stages", tuple(sorted({i % n for i in stages})))
         pairs = _as_tuple(self.nonlocal_after)
         resolved = []
         for pair in pairs if pairs is not None else [None]:
             pair = _as_tuple(pair)
-            ok = pair is not None and len(pair) == 2 and all(map(_is_int, pair)) and -n <= pair[0] < n
+            ok = pair is not None and len(pair) == 2 and all(map(is_int, pair)) and -n <= pair[0] < n
             if ok:
                 blocks = self.layers[pair[0]]
                 ok = -blocks <= pair[1] < blocks
@@ -155,10 +173,6 @@ class ResNetSpec:
         return inner, out
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _as_tuple(v: object) -> tuple | None:
     return tuple(v) if isinstance(v, (tuple, list)) else None
 
@@ -169,115 +183,101 @@ def _branch_attention(spec: ResNetSpec, channels: int) -> nn.Module:
     return GlobalContext(channels, spec.attn_reduction)
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 convs (Fig. 2 left), post-activation (2015) or pre-activation (2016)."""
+class _ResidualBlock(nn.Module):
+    """What :class:`BasicBlock` and :class:`Bottleneck` share: the residual branch built from a list
+    of convolutions, each with its norm and activation layers (post-activation: conv-BN-ReLU;
+    pre-activation: BN-ReLU-conv), then attention, the shortcut, the addition and an optional
+    non-local block.
 
-    def __init__(self, in_chs: int, inner: int, out_chs: int, stride: int, spec: ResNetSpec,
-                 preact_input: bool = True, *, attn: bool = False, non_local: bool = False) -> None:
+    The modules are ``conv1``, ``bn1``, ``act1``, ``conv2``, ... in the order they run, so state
+    dicts and initialisation follow the papers' layer order.
+    """
+
+    def __init__(self, convs: Sequence[nn.Conv2d], in_chs: int, out_chs: int, stride: int, spec: ResNetSpec,
+                 preact_input: bool, *, attn: bool, non_local: bool, drop_before_conv2: bool,
+                 norm_layer: NormLayer, act_layer: ActLayer) -> None:
         super().__init__()
         self.preact = spec.preact
-        self.residual = spec.residual
-        if spec.preact:
-            # Pre-activation: BN-ReLU-conv twice; the first unit after a BN-ReLU stem skips its own.
-            self.bn1 = nn.BatchNorm2d(in_chs) if preact_input else nn.Identity()
-            self.act1 = nn.ReLU(inplace=True) if preact_input else nn.Identity()
-            self.conv1 = conv3x3(in_chs, inner, stride)
-            self.bn2 = nn.BatchNorm2d(inner)
-            self.act2 = nn.ReLU(inplace=True)
-            self.drop = nn.Dropout(spec.block_dropout) if spec.block_dropout > 0 else nn.Identity()
-            self.conv2 = conv3x3(inner, out_chs)
-        else:
-            self.conv1 = conv3x3(in_chs, inner, stride)
-            self.bn1 = nn.BatchNorm2d(inner)
-            self.act1 = nn.ReLU(inplace=True)
-            self.drop = nn.Dropout(spec.block_dropout) if spec.block_dropout > 0 else nn.Identity()
-            self.conv2 = conv3x3(inner, out_chs)
-            self.bn2 = nn.BatchNorm2d(out_chs)
-            self.act2 = nn.ReLU(inplace=True)
+        self.n_convs = len(convs)
+        for i, conv in enumerate(convs, start=1):
+            if spec.preact:
+                # Pre-activation: BN-ReLU-conv; the first unit after a BN-ReLU stem skips its own.
+                skip = i == 1 and not preact_input
+                self.add_module(f"bn{i}", nn.Identity() if skip else norm_layer(conv.in_channels))
+                self.add_module(f"act{i}", nn.Identity() if skip else make_act(act_layer))
+            if i == 2 and drop_before_conv2:
+                self.drop = nn.Dropout(spec.block_dropout) if spec.block_dropout > 0 else nn.Identity()
+            self.add_module(f"conv{i}", conv)
+            if not spec.preact:
+                self.add_module(f"bn{i}", norm_layer(conv.out_channels))
+                self.add_module(f"act{i}", make_act(act_layer))
         self.attn = _branch_attention(spec, out_chs) if attn else None
-        self.shortcut = make_shortcut(spec.shortcut, in_chs, out_chs, stride, norm=not spec.preact) if spec.residual else None
+        shortcut_norm = None if spec.preact else norm_layer
+        self.shortcut = make_shortcut(spec.shortcut, in_chs, out_chs, stride, shortcut_norm) if spec.residual else None
         self.nl = NonLocal(out_chs, mode=spec.nonlocal_mode, subsample=spec.nonlocal_subsample) if non_local else None
 
+    def _layer(self, kind: str, i: int) -> nn.Module:
+        return getattr(self, f"{kind}{i}")
+
     def last_branch_layer(self) -> nn.Module:
-        return self.conv2 if self.preact else self.bn2
+        """The layer whose zero weight makes the branch output zero (``zero_init_last``)."""
+        return self._layer("conv" if self.preact else "bn", self.n_convs)
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual branch; in a pre-activation unit ``x`` is already normalised (BN-ReLU 1)."""
+        out = x
+        for i in range(1, self.n_convs + 1):
+            if self.preact and i > 1:
+                out = self._layer("act", i)(self._layer("bn", i)(out))
+            if i == 2 and hasattr(self, "drop"):
+                out = self.drop(out)
+            out = self._layer("conv", i)(out)
+            if not self.preact:
+                out = self._layer("bn", i)(out)
+                if i < self.n_convs:
+                    out = self._layer("act", i)(out)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.preact:
             pre = self.act1(self.bn1(x))
-            out = self.conv1(pre)
-            out = self.conv2(self.drop(self.act2(self.bn2(out))))
-            if self.attn is not None:
-                out = self.attn(out)
-            if self.shortcut is not None:
-                # Projection/zero-pad shortcuts take the pre-activated input (He et al. 2016, Appendix).
-                out = out + self.shortcut(pre if not isinstance(self.shortcut, nn.Identity) else x)
+            out = self.branch(pre)
+            # Projection/zero-pad shortcuts take the pre-activated input (He et al. 2016, Appendix).
+            skip = x if isinstance(self.shortcut, nn.Identity) else pre
         else:
-            out = self.drop(self.act1(self.bn1(self.conv1(x))))
-            out = self.bn2(self.conv2(out))
-            if self.attn is not None:
-                out = self.attn(out)
-            if self.shortcut is not None:
-                out = out + self.shortcut(x)
-            out = self.act2(out)
+            out, skip = self.branch(x), x
+        if self.attn is not None:
+            out = self.attn(out)
+        if self.shortcut is not None:
+            out = out + self.shortcut(skip)
+        if not self.preact:
+            out = self._layer("act", self.n_convs)(out)
         return out if self.nl is None else self.nl(out)
 
 
-class Bottleneck(nn.Module):
+class BasicBlock(_ResidualBlock):
+    """Two 3x3 convs (Fig. 2 left), post-activation (2015) or pre-activation (2016); Wide ResNet's
+    dropout sits between them."""
+
+    def __init__(self, in_chs: int, inner: int, out_chs: int, stride: int, spec: ResNetSpec,
+                 preact_input: bool = True, *, attn: bool = False, non_local: bool = False,
+                 norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = nn.ReLU) -> None:
+        convs = [conv3x3(in_chs, inner, stride), conv3x3(inner, out_chs)]
+        super().__init__(convs, in_chs, out_chs, stride, spec, preact_input, attn=attn, non_local=non_local,
+                         drop_before_conv2=True, norm_layer=norm_layer, act_layer=act_layer)
+
+
+class Bottleneck(_ResidualBlock):
     """1x1 (reduce) - 3x3 - 1x1 (restore) (Fig. 5 right); the stride sits in the first 1x1
     (``stride_in="1x1"``, paper v1) or in the 3x3 (``"3x3"``, v1.5 / torchvision)."""
 
     def __init__(self, in_chs: int, inner: int, out_chs: int, stride: int, spec: ResNetSpec,
-                 preact_input: bool = True, *, attn: bool = False, non_local: bool = False) -> None:
-        super().__init__()
-        self.preact = spec.preact
+                 preact_input: bool = True, *, attn: bool = False, non_local: bool = False,
+                 norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = nn.ReLU) -> None:
         s1, s3 = (stride, 1) if spec.stride_in == "1x1" else (1, stride)
-        if spec.preact:
-            self.bn1 = nn.BatchNorm2d(in_chs) if preact_input else nn.Identity()
-            self.act1 = nn.ReLU(inplace=True) if preact_input else nn.Identity()
-            self.conv1 = conv1x1(in_chs, inner, s1)
-            self.bn2 = nn.BatchNorm2d(inner)
-            self.act2 = nn.ReLU(inplace=True)
-            self.conv2 = conv3x3(inner, inner, s3)
-            self.bn3 = nn.BatchNorm2d(inner)
-            self.act3 = nn.ReLU(inplace=True)
-            self.conv3 = conv1x1(inner, out_chs)
-        else:
-            self.conv1 = conv1x1(in_chs, inner, s1)
-            self.bn1 = nn.BatchNorm2d(inner)
-            self.act1 = nn.ReLU(inplace=True)
-            self.conv2 = conv3x3(inner, inner, s3)
-            self.bn2 = nn.BatchNorm2d(inner)
-            self.act2 = nn.ReLU(inplace=True)
-            self.conv3 = conv1x1(inner, out_chs)
-            self.bn3 = nn.BatchNorm2d(out_chs)
-            self.act3 = nn.ReLU(inplace=True)
-        self.attn = _branch_attention(spec, out_chs) if attn else None
-        self.shortcut = make_shortcut(spec.shortcut, in_chs, out_chs, stride, norm=not spec.preact) if spec.residual else None
-        self.nl = NonLocal(out_chs, mode=spec.nonlocal_mode, subsample=spec.nonlocal_subsample) if non_local else None
-
-    def last_branch_layer(self) -> nn.Module:
-        return self.conv3 if self.preact else self.bn3
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.preact:
-            pre = self.act1(self.bn1(x))
-            out = self.conv1(pre)
-            out = self.conv2(self.act2(self.bn2(out)))
-            out = self.conv3(self.act3(self.bn3(out)))
-            if self.attn is not None:
-                out = self.attn(out)
-            if self.shortcut is not None:
-                out = out + self.shortcut(pre if not isinstance(self.shortcut, nn.Identity) else x)
-        else:
-            out = self.act1(self.bn1(self.conv1(x)))
-            out = self.act2(self.bn2(self.conv2(out)))
-            out = self.bn3(self.conv3(out))
-            if self.attn is not None:
-                out = self.attn(out)
-            if self.shortcut is not None:
-                out = out + self.shortcut(x)
-            out = self.act3(out)
-        return out if self.nl is None else self.nl(out)
+        convs = [conv1x1(in_chs, inner, s1), conv3x3(inner, inner, s3), conv1x1(inner, out_chs)]
+        super().__init__(convs, in_chs, out_chs, stride, spec, preact_input, attn=attn, non_local=non_local,
+                         drop_before_conv2=False, norm_layer=norm_layer, act_layer=act_layer)
 
 
 class ResNet(Backbone):
@@ -290,23 +290,24 @@ class ResNet(Backbone):
         drop_rate: dropout before the classifier (the paper uses none).
         features_only: ``forward`` returns the feature maps of ``feature_info`` instead of logits.
         out_indices: which of those maps (default: all: the stem, then each stage).
+        norm_layer: builds each normalisation layer from its channels (stem, blocks, projection
+            shortcuts, the pre-activation net's final BN), e.g. ``lambda c: nn.GroupNorm(32, c)``.
+        act_layer: builds each activation (called with ``inplace=True`` where it accepts it).
     """
 
     def __init__(self, spec: ResNetSpec, *, num_classes: int = 1000, in_chans: int = 3,
                  drop_rate: float = 0.0, features_only: bool = False,
-                 out_indices: Sequence[int] | None = None) -> None:
+                 out_indices: Sequence[int] | None = None,
+                 norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = nn.ReLU) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 0:
-            raise ReslabError(f"num_classes must be a non-negative integer, got {num_classes!r}")
-        if not isinstance(in_chans, int) or in_chans < 1:
-            raise ReslabError(f"in_chans must be a positive integer, got {in_chans!r}")
-        self.spec = spec
-        self.num_classes = num_classes
-        self.in_chans = in_chans
+        self._start_init(spec, num_classes, in_chans)
+        check([(callable(norm_layer), f"norm_layer must be a callable that builds a layer from its channels, got {norm_layer!r}"),
+               (callable(act_layer), f"act_layer must be a callable that builds an activation, got {act_layer!r}")])
+        layer_kinds = {"norm_layer": norm_layer, "act_layer": act_layer}
         stem_chs = spec.widths[0]
 
         # a pre-activation net normalises inside its first unit
-        self.stem, reduction = make_stem(spec.stem, in_chans, stem_chs, cifar_norm=not spec.preact)
+        self.stem, reduction = make_stem(spec.stem, in_chans, stem_chs, cifar_norm=not spec.preact, **layer_kinds)
         self.feature_info = [FeatureInfo(stem_chs, reduction, "stem")]
 
         block_cls = BasicBlock if spec.block == "basic" else Bottleneck
@@ -321,15 +322,15 @@ class ResNet(Backbone):
                 # An ImageNet pre-activation stem already ends in BN-ReLU (He et al. 2016, Sec. 3.2).
                 preact_input = not (spec.preact and spec.stem == "imagenet" and i == 0 and j == 0)
                 blocks.append(block_cls(in_chs, inner, out_chs, stride if j == 0 else 1, spec, preact_input,
-                                        attn=spec.has_attn(i), non_local=(i, j) in spec.nonlocal_after))
+                                        attn=spec.has_attn(i), non_local=(i, j) in spec.nonlocal_after, **layer_kinds))
                 in_chs = out_chs
             stages.append(nn.Sequential(*blocks))
             self.feature_info.append(FeatureInfo(out_chs, reduction, f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         if spec.preact:  # the last unit's output still needs its BN-ReLU before pooling
             self.final = nn.Sequential()
-            self.final.add_module("bn", nn.BatchNorm2d(in_chs))
-            self.final.add_module("act", nn.ReLU(inplace=True))
+            self.final.add_module("bn", norm_layer(in_chs))
+            self.final.add_module("act", make_act(act_layer))
         else:
             self.final = nn.Identity()
         self.num_features = in_chs
@@ -341,12 +342,12 @@ class ResNet(Backbone):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):  # He et al. 2015b ("Delving deep"), as the paper says
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if self.spec.zero_init_last:
             for m in self.modules():
-                if isinstance(m, (BasicBlock, Bottleneck)):
+                if isinstance(m, _ResidualBlock):
                     nn.init.zeros_(m.last_branch_layer().weight)
         for m in self.modules():  # their own zero-init makes them start as the identity
             if isinstance(m, (NonLocal, GlobalContext)):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -14,7 +14,8 @@ from ..errors import ReslabError
 from ..io import atomic_path
 
 __all__ = ["save_weights", "load_weights", "load_state_dict_checked", "load_torchvision_state_dict",
-           "register_torchvision_converter", "torchvision_to_reslab_key", "read_safetensors"]
+           "register_torchvision_converter", "torchvision_to_reslab_key", "read_safetensors",
+           "rename_keys", "sequential_from_torchvision"]
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> Path:
@@ -105,6 +106,40 @@ def rename_keys(state_dict: StateDict, rules: RenameRules) -> dict[str, torch.Te
 def torchvision_to_reslab_key(key: str) -> str:
     """Rename one torchvision ResNet state-dict key to reslab's layout."""
     return rename_key(key, _TV_RULES)
+
+
+def _tv_layers(state_dict: StateDict, prefix: str) -> list[list[tuple[str, str]]]:
+    """``(torchvision key, attribute)`` pairs of each layer of ``prefix`` (a Sequential), in order."""
+    layers: dict[int, list[tuple[str, str]]] = {}
+    for key in state_dict:
+        head, _, rest = key.partition(".")
+        index, _, name = rest.partition(".")
+        if head == prefix and index.isdigit() and name:
+            layers.setdefault(int(index), []).append((key, name))
+    return [layers[i] for i in sorted(layers)]
+
+
+def _own_layers(model: nn.Module, roots: Sequence[str]) -> list[str]:
+    return [name for name, m in model.named_modules()
+            if name.split(".")[0] in roots and next(m.parameters(recurse=False), None) is not None]
+
+
+def sequential_from_torchvision(model: nn.Module, state_dict: StateDict) -> dict[str, torch.Tensor]:
+    """Rename the keys of a torchvision model made of ``features`` (a Sequential of conv, BN, ReLU,
+    pooling) and ``classifier`` (linear, ReLU, dropout), as AlexNet and VGG are, by position: the
+    N-th layer with weights of ``features`` is the N-th of ``model``'s stem and stages, the N-th
+    of ``classifier`` the N-th of its head.
+
+    Keys with no counterpart keep their torchvision name, so the strict load names them.
+    """
+    out = dict(state_dict)
+    for tv_prefix, roots in (("features", ("stem", "stages")), ("classifier", ("head",))):
+        for tv_layer, own in zip(_tv_layers(state_dict, tv_prefix), _own_layers(model, roots)):
+            for key, name in tv_layer:
+                out[f"{own}.{name}"] = out.pop(key)
+    return out
+
+
 _TV_CONVERTERS: dict[type, Callable[[nn.Module, StateDict], dict[str, torch.Tensor]]] = {}
 
 

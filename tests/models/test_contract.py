@@ -1,0 +1,110 @@
+"""The contract every registered model keeps, parametrised over the whole registry.
+
+* It trains: forward and backward at its native input size, finite outputs and gradients.
+* It serves as a backbone: ``forward_features``, ``forward_head`` (with ``pre_logits``),
+  ``reset_classifier``, and ``feature_info`` that describes the ``features_only=True`` maps.
+* Its parameter count stays what it was: golden values in ``golden_params.json``, rewritten from
+  the registry when ``RESLAB_REGEN_GOLDEN=1`` is set (the test then checks against what it wrote).
+
+Shapes and parameter counts come from the cheapest place to build the model (see
+``_shape_device``).
+"""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import reslab
+from reslab.models import get_model_entry, list_models
+from reslab.models.base import AuxOutput
+from tests.models._helpers import n_params
+
+NAMES = list_models()
+GOLDEN = Path(__file__).with_name("golden_params.json")
+
+
+def _native_batch(name: str, device: str | None = None) -> torch.Tensor:
+    c, h, w = get_model_entry(name).input_size
+    return torch.randn(2, c, h, w, device=device)
+
+
+def _shape_device(name: str) -> str:
+    """Where shapes and parameter counts are cheapest to get. The meta device needs no storage
+    and no arithmetic, but its kernels run in Python: ~4 s for ResNet-1202's build and forward
+    pass at 2x3x32x32, against ~1 s on the CPU. So small-input nets (CIFAR, MNIST) run on the
+    CPU, the ImageNet-size ones (VGG: 138M weights, 15G multiply-adds) on the meta device."""
+    return "cpu" if get_model_entry(name).input_size[-1] <= 64 else "meta"
+
+
+def _shape_model(name: str, **overrides) -> torch.nn.Module:
+    with torch.device(_shape_device(name)):
+        return reslab.create_model(name, **overrides).eval()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_and_backward_at_native_size(name):
+    torch.manual_seed(0)
+    model = reslab.create_model(name)
+    model.train()
+    out = model(_native_batch(name))
+    aux = ()
+    if isinstance(out, AuxOutput):  # auxiliary classifiers are trained too
+        out, aux = out.logits, out.aux_logits
+    assert out.shape == (2, model.num_classes)
+    assert torch.isfinite(out).all() and all(torch.isfinite(a).all() for a in aux)
+    (out.float().pow(2).mean() + sum(a.float().pow(2).mean() for a in aux)).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert math.isfinite(sum(g.abs().sum().item() for g in grads))
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict[str, int]:
+    if os.environ.get("RESLAB_REGEN_GOLDEN") == "1":
+        counts = {name: n_params(_shape_model(name)) for name in NAMES}
+        GOLDEN.write_text(json.dumps(counts, indent=1) + "\n")
+    return json.loads(GOLDEN.read_text())
+
+
+def test_golden_counts_name_exactly_the_registry(golden):
+    assert sorted(golden) == sorted(NAMES), "rerun with RESLAB_REGEN_GOLDEN=1"
+
+
+@pytest.mark.parametrize("name", NAMES)
+@torch.no_grad()
+def test_parameter_count_and_feature_contract(name, golden):
+    device = _shape_device(name)
+    x = _native_batch(name, device)
+    model = _shape_model(name)
+    # One build for both checks: building twice cost ~8 s over the registry.
+    assert name in golden, f"{name} has no golden parameter count: rerun with RESLAB_REGEN_GOLDEN=1"
+    assert n_params(model) == golden[name]
+
+    info = model.feature_info
+    feats = model.forward_features(x)
+    assert feats.shape[:2] == (2, info[-1].num_chs)
+    assert model.forward_head(feats, pre_logits=True).shape == (2, model.num_features)
+    assert model.forward_head(feats).shape == (2, model.num_classes)
+    with torch.device(device):
+        model.reset_classifier(5)
+        assert model.forward_head(feats).shape == (2, 5) and model.num_classes == 5
+        model.reset_classifier(0)
+        assert model.forward_head(feats).shape == (2, model.num_features)
+
+    backbone = _shape_model(name, features_only=True)
+    maps = backbone(x)
+    assert backbone.feature_info == info
+    assert maps[-1].shape == feats.shape  # the last map is forward_features' output
+    assert [m.shape[1] for m in maps] == [f.num_chs for f in info]
+    reductions = [f.reduction for f in info]
+    sides = [m.shape[-1] for m in maps]
+    assert reductions == sorted(reductions) and reductions[0] >= 1
+    assert sides == sorted(sides, reverse=True)
+    # A map is never larger than its stride allows; valid convolutions may make it smaller
+    # (LeNet's C5 maps 5x5 to 1x1 at stride 1, AlexNet's 227 input gives 27 at stride 8).
+    assert all(s <= math.ceil(x.shape[-1] / r) for s, r in zip(sides, reductions)), (sides, reductions)
+
