@@ -17,7 +17,7 @@ from typing import Literal
 from torch import nn
 
 from ..errors import ReslabError
-from .base import Backbone, FeatureInfo, SpecBuilder, check, freeze_tuples, is_int, one_of, positive_int, positive_ints, rate
+from .base import Backbone, FeatureInfo, Spec, SpecBuilder, is_int, positive_ints
 from .layers import LocalResponseNorm, fc_head, init_relu_net
 from .registry import register_model
 from .weights import register_torchvision_converter, sequential_from_torchvision
@@ -30,7 +30,7 @@ TORCHVISION = "torchvision's single-tower AlexNet (Krizhevsky 2014, One weird tr
 
 
 @dataclass(frozen=True)
-class AlexNetSpec:
+class AlexNetSpec(Spec):
     """An AlexNet-style network: convolutions with ReLU, LRN and overlapping max-pooling at given
     layers, then fully connected layers with dropout. Per-layer fields are tuples indexed by
     conv layer (conv1 first); a stage ends at each pooled layer.
@@ -79,11 +79,11 @@ class AlexNetSpec:
     dropout_before_fc: bool = False
 
     def __post_init__(self) -> None:
-        freeze_tuples(self, "widths", "kernel_sizes", "strides", "paddings", "groups", "pool_after", "lrn_after", "hidden")
+        self._tuples("widths", "kernel_sizes", "strides", "paddings", "groups", "pool_after", "lrn_after", "hidden")
         n = len(self.widths)
         per_layer = ("kernel_sizes", "strides", "paddings", "groups")
-        check([
-            (positive_ints(self.widths), f"widths must be positive integers, got {self.widths}"),
+        self._check(
+            self._positive_ints("widths"),
             *((len(getattr(self, f)) == n, f"{f} {getattr(self, f)} must have one entry per conv layer ({n})") for f in per_layer),
             (positive_ints(self.kernel_sizes) and positive_ints(self.strides) and positive_ints(self.groups),
              "kernel_sizes, strides and groups must be positive integers"),
@@ -92,12 +92,12 @@ class AlexNetSpec:
              and len(self.pool_after) > 0 and self.pool_after[-1] == n - 1,
              f"pool_after must be increasing conv indices ending with the last one ({n - 1}), got {self.pool_after}"),
             (all(is_int(i) and 0 <= i < n for i in self.lrn_after), f"lrn_after must be conv indices below {n}, got {self.lrn_after}"),
-            one_of("lrn_position", self.lrn_position, ("before_pool", "after_pool")),
+            self._one_of("lrn_position", ("before_pool", "after_pool")),
             (is_int(self.lrn_size) and self.lrn_size >= 1 and self.lrn_size % 2 == 1, f"lrn_size must be a positive odd integer, got {self.lrn_size!r}"),
-            positive_int("pool_size", self.pool_size),
-            (positive_ints(self.hidden) or self.hidden == (), f"hidden must be positive integers, got {self.hidden}"),
-            rate("drop_rate", self.drop_rate),
-        ])
+            self._positive_int("pool_size"),
+            self._positive_ints("hidden", empty=True),
+            self._rate("drop_rate"),
+        )
 
 
 class AlexNet(Backbone):
@@ -111,18 +111,13 @@ class AlexNet(Backbone):
     initialised as torchvision initialises VGG (Kaiming normal convolutions, N(0, 0.01) linear
     layers).
 
-    Args:
-        spec: the architecture.
-        num_classes: classifier outputs (0: ``forward`` returns the last hidden layer).
-        in_chans: input image channels.
-        features_only: ``forward`` returns the feature maps of ``feature_info`` instead of logits.
-        out_indices: which of those maps (default: all).
+    The options are those of every :class:`~reslab.models.base.Backbone`; with ``num_classes=0``
+    the model returns fc7's output.
     """
 
     def __init__(self, spec: AlexNetSpec, *, num_classes: int = 1000, in_chans: int = 3,
                  features_only: bool = False, out_indices: Sequence[int] | None = None) -> None:
-        super().__init__()
-        self._start_init(spec, num_classes, in_chans)
+        super().__init__(spec, num_classes, in_chans)
         groups: list[nn.Sequential] = []
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         self.feature_info = []

@@ -19,7 +19,7 @@ from ..errors import ReslabError
 
 __all__ = [
     "Backbone", "ClassifierHead", "SpecBuilder", "FeatureInfo", "AuxOutput",
-    "check", "is_int", "is_number", "positive_ints", "positive_int", "rate", "flag", "one_of", "freeze_tuples",
+    "Spec", "check", "is_int", "is_number", "positive_ints",
 ]
 
 
@@ -66,10 +66,19 @@ class ClassifierHead(nn.Module):
 class Backbone(nn.Module):
     """Base class for classifiers built as ``stem -> stages -> final -> head``.
 
-    Subclasses call :meth:`_start_init`, set ``self.stem``, ``self.stages`` (an iterable of modules), ``self.final``
-    (applied after the last stage, e.g. a pre-activation net's last BN-ReLU), ``self.head``
-    and ``self.feature_info`` (stem first, then one entry per stage), then call
-    :meth:`_finish_init`.
+    A subclass's constructor takes its ``spec`` and, as keywords, the options below (and any of
+    its own); it calls ``super().__init__(spec, num_classes, in_chans)``, sets ``self.stem``,
+    ``self.stages`` (an iterable of modules), ``self.final`` (applied after the last stage, e.g. a
+    pre-activation net's last BN-ReLU), ``self.head`` and ``self.feature_info`` (stem first, then
+    one entry per stage), then calls :meth:`_finish_init`.
+
+    Args:
+        spec: the architecture, a frozen dataclass of the family.
+        num_classes: classifier outputs (0: no classifier; ``forward`` returns the pre-logits
+            features: pooled maps, or the last hidden layer of a fully connected head).
+        in_chans: input image channels.
+        features_only: ``forward`` returns the feature maps of ``feature_info`` instead of logits.
+        out_indices: which of those maps (default: all).
     """
 
     in_chans: int
@@ -77,8 +86,8 @@ class Backbone(nn.Module):
     num_features: int
     feature_info: list[FeatureInfo]
 
-    def _start_init(self, spec: Any, num_classes: int, in_chans: int) -> None:
-        """Check and keep the arguments every backbone takes."""
+    def __init__(self, spec: Any, num_classes: int, in_chans: int) -> None:
+        super().__init__()
         check([
             (is_int(num_classes) and num_classes >= 0, f"num_classes must be a non-negative integer, got {num_classes!r}"),
             (is_int(in_chans) and in_chans >= 1, f"in_chans must be a positive integer, got {in_chans!r}"),
@@ -163,8 +172,8 @@ class SpecBuilder:
 
 
 # ---------------------------------------------------------------------------------------------
-# Argument checks shared by the specs and modules of every family. Each ``(ok, message)`` helper
-# returns one condition for :func:`check`, so a spec lists its rules in one place.
+# Argument checks shared by the specs and modules of every family: a spec lists its rules as
+# ``(ok, message)`` conditions in one place, and the first that fails raises.
 
 Condition = tuple[bool, str]
 
@@ -191,26 +200,44 @@ def positive_ints(values: Sequence[object]) -> bool:
     return len(values) > 0 and all(is_int(v) and v >= 1 for v in values)
 
 
-def positive_int(name: str, value: object) -> Condition:
-    return is_int(value) and value >= 1, f"{name} must be a positive integer, got {value!r}"
+class Spec:
+    """Base of the family specs (frozen dataclasses): the checks their ``__post_init__`` runs, each
+    on a field named once. The ``(ok, message)`` helpers make one condition for :meth:`_check`,
+    beside hand-written ones for rules of a single family::
 
+        self._tuples("widths")
+        self._check(self._positive_ints("widths"), self._rate("drop_rate"), (ok, "message"))
+    """
 
-def rate(name: str, value: object) -> Condition:
-    """A dropout probability: in ``[0, 1)``."""
-    return is_number(value) and 0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value!r}"
+    def _tuples(self, *names: str) -> None:
+        """Turn the named fields into tuples (lists arrive from YAML and the CLI)."""
+        for name in names:
+            object.__setattr__(self, name, tuple(getattr(self, name)))
 
+    @staticmethod
+    def _check(*conditions: Condition) -> None:
+        check(conditions)
 
-def flag(name: str, value: object) -> Condition:
-    return isinstance(value, bool), f"{name} must be True or False, got {value!r}"
+    def _positive_int(self, name: str) -> Condition:
+        value = getattr(self, name)
+        return is_int(value) and value >= 1, f"{name} must be a positive integer, got {value!r}"
 
+    def _positive_ints(self, name: str, *, empty: bool = False) -> Condition:
+        """A tuple of positive integers (``empty``: or none at all)."""
+        value = getattr(self, name)
+        return positive_ints(value) or (empty and value == ()), f"{name} must be positive integers, got {value}"
 
-def one_of(name: str, value: object, choices: Sequence[object]) -> Condition:
-    names = [repr(c) for c in choices]
-    listed = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
-    return value in choices, f"{name} must be {listed}, got {value!r}"
+    def _rate(self, name: str) -> Condition:
+        """A dropout probability: in ``[0, 1)``."""
+        value = getattr(self, name)
+        return is_number(value) and 0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value!r}"
 
+    def _flag(self, name: str) -> Condition:
+        value = getattr(self, name)
+        return isinstance(value, bool), f"{name} must be True or False, got {value!r}"
 
-def freeze_tuples(spec: Any, *names: str) -> None:
-    """Turn the named fields of a frozen dataclass into tuples (lists arrive from YAML and the CLI)."""
-    for name in names:
-        object.__setattr__(spec, name, tuple(getattr(spec, name)))
+    def _one_of(self, name: str, choices: Sequence[object]) -> Condition:
+        value = getattr(self, name)
+        names = [repr(c) for c in choices]
+        listed = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+        return value in choices, f"{name} must be {listed}, got {value!r}"

@@ -26,21 +26,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ReslabError
-from .base import (
-    Backbone,
-    ClassifierHead,
-    FeatureInfo,
-    SpecBuilder,
-    check,
-    flag,
-    freeze_tuples,
-    is_int,
-    is_number,
-    one_of,
-    positive_int,
-    positive_ints,
-    rate,
-)
+from .base import Backbone, ClassifierHead, FeatureInfo, Spec, SpecBuilder, is_number, positive_ints
 from .layers import conv1x1, conv3x3, make_stem
 from .registry import register_model
 from .weights import register_torchvision_converter, rename_keys
@@ -51,7 +37,7 @@ HUANG2017 = "Huang et al. 2017, Densely Connected Convolutional Networks"
 
 
 @dataclass(frozen=True)
-class DenseNetSpec:
+class DenseNetSpec(Spec):
     """Everything that tells one DenseNet from another.
 
     Args:
@@ -83,19 +69,19 @@ class DenseNetSpec:
     memory_efficient: bool = False
 
     def __post_init__(self) -> None:
-        freeze_tuples(self, "block_config")
-        check([
-            positive_int("growth_rate", self.growth_rate),
+        self._tuples("block_config")
+        self._check(
+            self._positive_int("growth_rate"),
             (positive_ints(self.block_config), f"block_config must be a non-empty tuple of positive integers, got {self.block_config!r}"),
-            flag("bottleneck", self.bottleneck),
+            self._flag("bottleneck"),
             (is_number(self.compression) and 0.0 < self.compression <= 1.0, f"compression must be in (0, 1], got {self.compression!r}"),
-            one_of("stem", self.stem, ("cifar", "imagenet")),
-            (self.init_features is None or (is_int(self.init_features) and self.init_features >= 1),
+            self._one_of("stem", ("cifar", "imagenet")),
+            (self.init_features is None or self._positive_int("init_features")[0],
              f"init_features must be a positive integer or None, got {self.init_features!r}"),
-            positive_int("bn_size", self.bn_size),
-            rate("drop_rate", self.drop_rate),
-            flag("memory_efficient", self.memory_efficient),
-        ])
+            self._positive_int("bn_size"),
+            self._rate("drop_rate"),
+            self._flag("memory_efficient"),
+        )
         chs = self.stem_channels
         for n in self.block_config[:-1]:
             chs = int(self.compression * (chs + n * self.growth_rate))
@@ -208,18 +194,12 @@ class Transition(nn.Sequential):
 class DenseNet(Backbone):
     """A densely connected network built from a :class:`DenseNetSpec`.
 
-    Args:
-        spec: the architecture.
-        num_classes: classifier outputs (0: no classifier, ``forward`` returns pooled features).
-        in_chans: input image channels.
-        features_only: ``forward`` returns the feature maps of ``feature_info`` instead of logits.
-        out_indices: which of those maps (default: all: the stem, then each stage).
+    The options are those of every :class:`~reslab.models.base.Backbone`.
     """
 
     def __init__(self, spec: DenseNetSpec, *, num_classes: int = 1000, in_chans: int = 3,
                  features_only: bool = False, out_indices: Sequence[int] | None = None) -> None:
-        super().__init__()
-        self._start_init(spec, num_classes, in_chans)
+        super().__init__(spec, num_classes, in_chans)
         chs = spec.stem_channels
 
         # the first dense layer normalises its input, so the CIFAR stem is a bare conv

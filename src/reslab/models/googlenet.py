@@ -15,8 +15,8 @@ from typing import Literal
 import torch
 
 from ..errors import ReslabError
-from .base import SpecBuilder, check, flag, one_of, rate
-from .inception import LRN, AuxHeadSpec, Block, Conv, InceptionLayout, InceptionNet, Layer, Pool, drop_absent_aux, spec_checks
+from .base import SpecBuilder
+from .inception import LRN, AuxHeadSpec, Block, Conv, InceptionLayout, InceptionNet, InceptionSpec, Layer, Pool, drop_absent_aux
 from .registry import register_model
 from .weights import StateDict, register_torchvision_converter, rename_keys
 
@@ -53,7 +53,7 @@ GOOGLENET_TORCHVISION: dict[str, object] = {
 
 
 @dataclass(frozen=True)
-class GoogLeNetSpec:
+class GoogLeNetSpec(InceptionSpec):
     """GoogLeNet's options; the defaults are the 2014 paper's (Table 1, Figure 3, Section 5).
 
     Args:
@@ -81,13 +81,14 @@ class GoogLeNetSpec:
     aux_drop_rate: float = 0.7
 
     def __post_init__(self) -> None:
-        check(spec_checks(self, aux=True) + [
-            flag("batch_norm", self.batch_norm),
+        self._check(
+            *self._common_checks(aux=True),
+            self._flag("batch_norm"),
             (self.kernel_5x5 in (3, 5), f"kernel_5x5 must be 5 (paper) or 3 (torchvision), got {self.kernel_5x5!r}"),
             (self.pool4_kernel in (2, 3), f"pool4_kernel must be 3 (paper) or 2 (torchvision), got {self.pool4_kernel!r}"),
-            one_of("aux_pool", self.aux_pool, ("5x5/3", "adaptive")),
-            rate("aux_drop_rate", self.aux_drop_rate),
-        ])
+            self._one_of("aux_pool", ("5x5/3", "adaptive")),
+            self._rate("aux_drop_rate"),
+        )
 
     def block(self, c1: int, c3r: int, c3: int, c5r: int, c5: int, proj: int) -> Block:
         """One row of Table 1 as an Inception module (Figure 2b)."""
@@ -139,7 +140,7 @@ BN_INCEPTION_TABLE: tuple[tuple[tuple[str, tuple], ...], ...] = (
 
 
 @dataclass(frozen=True)
-class BNInceptionSpec:
+class BNInceptionSpec(InceptionSpec):
     """BN-Inception's options: batch norm after every convolution, each 5x5 convolution of
     GoogLeNet replaced by two 3x3 ("double #3x3"), a third 28x28 module, stride-2 modules (3c)
     and (4e) in place of the max-pools between stages, and no dropout (Sec. 4.2.1).
@@ -153,7 +154,7 @@ class BNInceptionSpec:
     drop_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        check(spec_checks(self))
+        self._check(*self._common_checks())
 
     @staticmethod
     def block(c1: int, c3r: int, c3: int, d3r: int, d3: int, pool: str, proj: int, stride: int) -> Block:

@@ -16,13 +16,13 @@ from typing import Literal, Union
 import torch
 from torch import nn
 
-from .base import AuxOutput, Backbone, ClassifierHead, Condition, FeatureInfo, flag, is_number, rate
+from .base import AuxOutput, Backbone, ClassifierHead, Condition, FeatureInfo, Spec, is_number
 from .layers import LocalResponseNorm
 from .weights import StateDict
 
 __all__ = [
     "Conv", "Pool", "LRN", "Split", "Block", "AuxHeadSpec", "InceptionLayout",
-    "ConvUnit", "SplitUnit", "InceptionModule", "AuxHead", "InceptionNet", "spec_checks", "drop_absent_aux",
+    "ConvUnit", "SplitUnit", "InceptionModule", "AuxHead", "InceptionNet", "InceptionSpec", "drop_absent_aux",
 ]
 
 
@@ -130,19 +130,21 @@ class InceptionLayout:
     drop_rate: float
 
 
-def spec_checks(spec, aux: bool = False) -> list[Condition]:
-    """The checks every Inception spec shares (``bn_eps``, ``drop_rate``; with ``aux``, the
-    auxiliary heads' ``aux_logits`` and ``aux_weight``)."""
-    checks = [
-        (is_number(spec.bn_eps) and spec.bn_eps > 0, f"bn_eps must be > 0, got {spec.bn_eps!r}"),
-        rate("drop_rate", spec.drop_rate),
-    ]
-    if aux:
-        checks += [
-            flag("aux_logits", spec.aux_logits),
-            (is_number(spec.aux_weight) and spec.aux_weight >= 0, f"aux_weight must be >= 0, got {spec.aux_weight!r}"),
+class InceptionSpec(Spec):
+    """Base of the Inception family's specs: the checks they share."""
+
+    def _common_checks(self, aux: bool = False) -> list[Condition]:
+        """``bn_eps`` and ``drop_rate``; with ``aux``, the auxiliary heads' ``aux_logits`` and ``aux_weight``."""
+        checks = [
+            (is_number(self.bn_eps) and self.bn_eps > 0, f"bn_eps must be > 0, got {self.bn_eps!r}"),
+            self._rate("drop_rate"),
         ]
-    return checks
+        if aux:
+            checks += [
+                self._flag("aux_logits"),
+                (is_number(self.aux_weight) and self.aux_weight >= 0, f"aux_weight must be >= 0, got {self.aux_weight!r}"),
+            ]
+        return checks
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,25 +265,19 @@ class InceptionNet(Backbone):
     In training mode a model with auxiliary heads returns
     ``AuxOutput(logits, aux_logits, aux_weights)``; in eval mode, plain logits.
 
-    Args:
-        spec: the architecture: a spec of the subclass's ``spec_type`` (``GoogLeNetSpec``,
-            ``BNInceptionSpec``, ``InceptionV3Spec``) whose ``layout()`` gives the network.
-        num_classes: classifier outputs (0: no classifier and no auxiliary heads; ``forward``
-            returns pooled features).
-        in_chans: input image channels.
-        features_only: ``forward`` returns the feature maps of ``feature_info`` (the stem's,
-            then the last of each grid size) instead of logits; no auxiliary heads are built.
-        out_indices: which of those maps (default: all).
+    The spec is one of the subclass's ``spec_type`` (``GoogLeNetSpec``, ``BNInceptionSpec``,
+    ``InceptionV3Spec``); its ``layout()`` gives the network. The options are those of every
+    :class:`~reslab.models.base.Backbone`; ``num_classes=0`` and ``features_only`` build no
+    auxiliary heads, and the feature maps are the stem's and the last of each grid size.
     """
 
     spec_type: type = object
 
     def __init__(self, spec, *, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
                  out_indices: Sequence[int] | None = None) -> None:
-        super().__init__()
         if not isinstance(spec, self.spec_type):
             raise TypeError(f"{type(self).__name__} is built from a {self.spec_type.__name__}, got {type(spec).__name__}")
-        self._start_init(spec, num_classes, in_chans)
+        super().__init__(spec, num_classes, in_chans)
         layout = spec.layout()
         bn, eps = layout.batch_norm, layout.bn_eps
 

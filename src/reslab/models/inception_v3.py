@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ReslabError
-from .base import SpecBuilder, check
+from .base import SpecBuilder
 from .inception import (
     AuxHeadSpec,
     Block,
@@ -21,11 +21,10 @@ from .inception import (
     Conv,
     InceptionLayout,
     InceptionNet,
-    Layer,
+    InceptionSpec,
     Pool,
     Split,
     drop_absent_aux,
-    spec_checks,
 )
 from .registry import register_model
 from .weights import StateDict, register_torchvision_converter, rename_keys
@@ -62,7 +61,7 @@ def _v3_figure10(branches: tuple[Branch, ...]) -> Block:
 
 
 @dataclass(frozen=True)
-class InceptionV3Spec:
+class InceptionV3Spec(InceptionSpec):
     """Inception-v3's options. The layout is the released model's (TF-slim, torchvision), which
     differs from the paper's Table 1 in the stem (1x1-80 and 3x3-192 convolutions, then a max-pool)
     and keeps a 5x5 branch in the 35x35 modules; 299x299 input, 2048 features.
@@ -81,14 +80,14 @@ class InceptionV3Spec:
     drop_rate: float = 0.5
 
     def __post_init__(self) -> None:
-        check(spec_checks(self, aux=True))
+        self._check(*self._common_checks(aux=True))
 
     def layout(self) -> InceptionLayout:
-        stem: tuple[Layer, ...] = (
+        stem = (
             ("conv1a", Conv(32, 3, 2, 0)), ("conv2a", Conv(32, 3, 1, 0)), ("conv2b", Conv(64, 3)),
             ("pool1", Pool("max", 3, 2)), ("conv3b", Conv(80)), ("conv4a", Conv(192, 3, 1, 0)),
         )
-        stages: tuple[tuple[Layer, ...], ...] = (
+        stages = (
             (("pool2", Pool("max", 3, 2)),
              ("mixed_5b", _v3_figure5(32)), ("mixed_5c", _v3_figure5(64)), ("mixed_5d", _v3_figure5(64))),
             (("mixed_6a", _v3_figure10(((Conv(384, 3, 2, 0),), (Conv(64), Conv(96, 3), Conv(96, 3, 2, 0))))),

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ReslabError
-from .base import Backbone, FeatureInfo, SpecBuilder, check, freeze_tuples, one_of, positive_int, positive_ints
+from .base import Backbone, FeatureInfo, Spec, SpecBuilder, positive_ints
 from .layers import fc_head
 from .registry import register_model
 
@@ -126,7 +126,7 @@ _LENET_ACTS = {"scaled_tanh": ScaledTanh, "tanh": nn.Tanh, "relu": lambda: nn.Re
 
 
 @dataclass(frozen=True)
-class LeNetSpec:
+class LeNetSpec(Spec):
     """LeNet-5 (LeCun et al. 1998, Sec. II.B) and its common modern variant.
 
     The paper's network is ``c3_table=True, pool="subsample", act="scaled_tanh"``; the variant
@@ -152,16 +152,16 @@ class LeNetSpec:
     act: Literal["scaled_tanh", "tanh", "relu"] = "scaled_tanh"
 
     def __post_init__(self) -> None:
-        freeze_tuples(self, "widths")
-        check([
+        self._tuples("widths")
+        self._check(
             (len(self.widths) == 3 and positive_ints(self.widths), f"widths must be 3 positive integers (C1, C3, C5), got {self.widths}"),
-            positive_int("hidden", self.hidden),
-            positive_int("kernel_size", self.kernel_size),
-            one_of("pool", self.pool, ("subsample", "max", "avg")),
-            one_of("act", self.act, tuple(_LENET_ACTS)),
+            self._positive_int("hidden"),
+            self._positive_int("kernel_size"),
+            self._one_of("pool", ("subsample", "max", "avg")),
+            self._one_of("act", tuple(_LENET_ACTS)),
             (not self.c3_table or self.widths[:2] == (6, 16),
              f"the Table I connections of C3 need widths (6, 16, ...), got {self.widths}; pass c3_table=False for other widths"),
-        ])
+        )
 
 
 class LeNet5(Backbone):
@@ -174,18 +174,13 @@ class LeNet5(Backbone):
     1x1) and lets larger inputs through. Weights use PyTorch's default fan-in scaled uniform
     initialisation rather than the paper's ``U(-2.4/F, 2.4/F)``.
 
-    Args:
-        spec: the architecture.
-        num_classes: classifier outputs (0: ``forward`` returns F6).
-        in_chans: input image channels.
-        features_only: ``forward`` returns the feature maps of ``feature_info`` instead of logits.
-        out_indices: which of those maps (default: all).
+    The options are those of every :class:`~reslab.models.base.Backbone`; with ``num_classes=0``
+    the model returns F6.
     """
 
     def __init__(self, spec: LeNetSpec, *, num_classes: int = 10, in_chans: int = 1,
                  features_only: bool = False, out_indices: Sequence[int] | None = None) -> None:
-        super().__init__()
-        self._start_init(spec, num_classes, in_chans)
+        super().__init__(spec, num_classes, in_chans)
         act = _LENET_ACTS[spec.act]
         c1, c3, c5 = spec.widths
         k = spec.kernel_size

@@ -17,21 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ReslabError
-from .base import (
-    Backbone,
-    ClassifierHead,
-    FeatureInfo,
-    SpecBuilder,
-    check,
-    flag,
-    freeze_tuples,
-    is_int,
-    is_number,
-    one_of,
-    positive_int,
-    positive_ints,
-    rate,
-)
+from .base import Backbone, ClassifierHead, FeatureInfo, Spec, SpecBuilder, check, is_int, is_number
 from .layers import (
     NONLOCAL_MODES,
     ActLayer,
@@ -58,7 +44,7 @@ GCNET2019 = "Cao et al. 2019, GCNet: Non-local Networks Meet Squeeze-Excitation 
 
 
 @dataclass(frozen=True)
-class ResNetSpec:
+class ResNetSpec(Spec):
     """Everything that tells one ResNet from another.
 
     Args:
@@ -111,28 +97,28 @@ class ResNetSpec:
     nonlocal_subsample: bool = True
 
     def __post_init__(self) -> None:
-        freeze_tuples(self, "layers", "widths")
-        check([
-            one_of("block", self.block, ("basic", "bottleneck")),
-            one_of("stem", self.stem, ("cifar", "imagenet")),
-            one_of("shortcut", self.shortcut, ("A", "B", "C")),
-            one_of("stride_in", self.stride_in, ("1x1", "3x3")),
+        self._tuples("layers", "widths")
+        self._check(
+            self._one_of("block", ("basic", "bottleneck")),
+            self._one_of("stem", ("cifar", "imagenet")),
+            self._one_of("shortcut", ("A", "B", "C")),
+            self._one_of("stride_in", ("1x1", "3x3")),
             (len(self.layers) == len(self.widths) and len(self.layers) > 0,
              f"layers {self.layers} and widths {self.widths} must be non-empty and of equal length"),
-            (positive_ints(self.layers), f"layers must be positive integers, got {self.layers}"),
-            (positive_ints(self.widths), f"widths must be positive integers, got {self.widths}"),
+            self._positive_ints("layers"),
+            self._positive_ints("widths"),
             (is_number(self.width_multiplier) and self.width_multiplier > 0, f"width_multiplier must be > 0, got {self.width_multiplier}"),
-            rate("block_dropout", self.block_dropout),
-        ])
+            self._rate("block_dropout"),
+        )
         self._check_attention()
 
     def _check_attention(self) -> None:
-        check([
-            one_of("attn", self.attn, (None, "se", "gc")),
-            positive_int("attn_reduction", self.attn_reduction),
-            one_of("nonlocal_mode", self.nonlocal_mode, NONLOCAL_MODES),
-            flag("nonlocal_subsample", self.nonlocal_subsample),
-        ])
+        self._check(
+            self._one_of("attn", (None, "se", "gc")),
+            self._positive_int("attn_reduction"),
+            self._one_of("nonlocal_mode", NONLOCAL_MODES),
+            self._flag("nonlocal_subsample"),
+        )
         n = len(self.layers)
         if self.attn_stages is not None:
             stages = _as_tuple(self.attn_stages)
@@ -283,13 +269,10 @@ class Bottleneck(_ResidualBlock):
 class ResNet(Backbone):
     """A residual (or plain) network built from a :class:`ResNetSpec`.
 
+    Besides the options of every :class:`~reslab.models.base.Backbone`:
+
     Args:
-        spec: the architecture.
-        num_classes: classifier outputs (0: no classifier, ``forward`` returns pooled features).
-        in_chans: input image channels.
         drop_rate: dropout before the classifier (the paper uses none).
-        features_only: ``forward`` returns the feature maps of ``feature_info`` instead of logits.
-        out_indices: which of those maps (default: all: the stem, then each stage).
         norm_layer: builds each normalisation layer from its channels (stem, blocks, projection
             shortcuts, the pre-activation net's final BN), e.g. ``lambda c: nn.GroupNorm(32, c)``.
         act_layer: builds each activation (called with ``inplace=True`` where it accepts it).
@@ -299,8 +282,7 @@ class ResNet(Backbone):
                  drop_rate: float = 0.0, features_only: bool = False,
                  out_indices: Sequence[int] | None = None,
                  norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = nn.ReLU) -> None:
-        super().__init__()
-        self._start_init(spec, num_classes, in_chans)
+        super().__init__(spec, num_classes, in_chans)
         check([(callable(norm_layer), f"norm_layer must be a callable that builds a layer from its channels, got {norm_layer!r}"),
                (callable(act_layer), f"act_layer must be a callable that builds an activation, got {act_layer!r}")])
         layer_kinds = {"norm_layer": norm_layer, "act_layer": act_layer}

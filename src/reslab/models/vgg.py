@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .base import Backbone, FeatureInfo, SpecBuilder, check, freeze_tuples, positive_int, positive_ints, rate
+from .base import Backbone, FeatureInfo, Spec, SpecBuilder
 from .layers import fc_head, init_relu_net
 from .registry import register_model
 from .weights import register_torchvision_converter, sequential_from_torchvision
@@ -29,7 +29,7 @@ VGG_CONFIGS: dict[str, tuple[int, ...]] = {"A": (1, 1, 2, 2, 2), "B": (2, 2, 2, 
 
 
 @dataclass(frozen=True)
-class VGGSpec:
+class VGGSpec(Spec):
     """A VGG network: blocks of 3x3 convolutions (stride 1, padding 1), each block ending in 2x2
     max-pooling, then three fully connected layers.
 
@@ -52,15 +52,15 @@ class VGGSpec:
     pool_size: int = 7
 
     def __post_init__(self) -> None:
-        freeze_tuples(self, "layers", "widths", "hidden")
-        check([
-            (positive_ints(self.layers), f"layers must be positive integers, got {self.layers}"),
-            (positive_ints(self.widths), f"widths must be positive integers, got {self.widths}"),
+        self._tuples("layers", "widths", "hidden")
+        self._check(
+            self._positive_ints("layers"),
+            self._positive_ints("widths"),
             (len(self.layers) == len(self.widths), f"layers {self.layers} and widths {self.widths} must have equal length"),
-            (positive_ints(self.hidden) or self.hidden == (), f"hidden must be positive integers, got {self.hidden}"),
-            rate("drop_rate", self.drop_rate),
-            positive_int("pool_size", self.pool_size),
-        ])
+            self._positive_ints("hidden", empty=True),
+            self._rate("drop_rate"),
+            self._positive_int("pool_size"),
+        )
 
     @property
     def depth(self) -> int:
@@ -75,18 +75,13 @@ class VGG(Backbone):
     ``bn1``, ``act1``, ..., ``pool``). VGG has no stem: the stem is the identity and its
     ``feature_info`` entry is the input image. Weights are initialised as torchvision does.
 
-    Args:
-        spec: the architecture.
-        num_classes: classifier outputs (0: ``forward`` returns the last hidden layer).
-        in_chans: input image channels.
-        features_only: ``forward`` returns the feature maps of ``feature_info`` instead of logits.
-        out_indices: which of those maps (default: all).
+    The options are those of every :class:`~reslab.models.base.Backbone`; with ``num_classes=0``
+    the model returns fc7's output.
     """
 
     def __init__(self, spec: VGGSpec, *, num_classes: int = 1000, in_chans: int = 3,
                  features_only: bool = False, out_indices: Sequence[int] | None = None) -> None:
-        super().__init__()
-        self._start_init(spec, num_classes, in_chans)
+        super().__init__(spec, num_classes, in_chans)
         self.stem = nn.Identity()
         self.feature_info = [FeatureInfo(in_chans, 1, "stem")]
         stages = []
