@@ -2,6 +2,7 @@
 at each model's native input size, and its source paper.
 
     python scripts/model_table.py          # rewrites the block between the markers in README.md
+    python scripts/model_table.py --check  # exit 1 (README untouched) if the block is out of date
 """
 
 from __future__ import annotations
@@ -31,13 +32,20 @@ def table() -> str:
     return "\n".join(rows)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    check = "--check" in (sys.argv[1:] if argv is None else argv)
     readme = Path(__file__).resolve().parents[1] / "README.md"
     text = readme.read_text()
     if START not in text:
         print(f"README.md has no {START} marker", file=sys.stderr)
         return 2
     new = re.sub(re.escape(START) + ".*?" + re.escape(END), f"{START}\n{table()}\n{END}", text, flags=re.S)
+    if check:
+        if new != text:
+            print(f"{readme}'s model table is out of date: run python scripts/model_table.py", file=sys.stderr)
+            return 1
+        print(f"{readme}'s model table is up to date")
+        return 0
     readme.write_text(new)
     print(f"updated {readme}")
     return 0
