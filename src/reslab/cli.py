@@ -160,6 +160,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a full config YAML, e.g. the config.yaml of an earlier run")
     p.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly where it stopped")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out that already holds other files (never into another run)")
     hints = typing.get_type_hints(RunConfig)
     for f in dataclasses.fields(RunConfig):
         if f.metadata.get("cli", True):
@@ -187,7 +189,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     get_model_entry(cfg.model)  # unknown names fail before any data is loaded
     try:
-        result = fit(cfg, args.resume or args.out, resume=bool(args.resume))
+        result = fit(cfg, args.resume or args.out, resume=bool(args.resume), force=args.force)
     except TrainingInterrupted as e:
         print(f"reslab: {e}", file=sys.stderr)
         return 130

@@ -17,10 +17,12 @@ The reuse rules live here too (:func:`reuse_decision`), so the demo, the experim
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -28,10 +30,11 @@ from typing import Any, Literal, Union
 import yaml
 
 from .errors import ReslabError
+from .io import TMP_SUFFIX
 
 __all__ = [
     "CONFIG", "METRICS", "ENV", "CLASSES", "PREPROCESS", "CHECKPOINTS", "PLOTS", "REPORT_MD", "REPORT_HTML",
-    "TENSORBOARD", "weights_file", "state_file", "is_run_dir", "prepare", "read_config", "read_metrics", "last_record",
+    "TENSORBOARD", "LOCK", "weights_file", "state_file", "is_run_dir", "prepare", "RunLock", "lock", "read_config", "read_metrics", "last_record",
     "run_status", "Run", "read_run", "reuse_decision",
 ]
 
@@ -49,6 +52,8 @@ PLOTS = "plots"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 TENSORBOARD = "tensorboard"
+LOCK = ".lock"
+"""Held (``flock``) by the one process writing the run; released when it exits, even by a crash."""
 
 
 def weights_file(run_dir: PathLike, tag: str) -> Path:
@@ -150,23 +155,105 @@ def reuse_decision(run_dir: PathLike) -> Literal["reuse", "resume", "fresh"]:
     return "fresh"
 
 
-def prepare(out: Path, resume: bool) -> None:
-    """Check ``out`` before training writes into it: an existing run to resume, or a directory that
-    holds no run and is writable (``checkpoints/`` and ``plots/`` are made). Never a run to overwrite."""
+def _has_checkpoint(out: Path) -> bool:
+    return state_file(out).is_file() or weights_file(out, "last").is_file() or weights_file(out, "best").is_file()
+
+
+def _is_empty_dir(path: Path) -> bool:
+    """Nothing in it but (empty) ``checkpoints/`` and ``plots/`` and the lock: what an aborted start leaves."""
+    for p in path.iterdir():
+        if p.name == LOCK:
+            continue
+        if p.name in (CHECKPOINTS, PLOTS) and p.is_dir() and not any(p.iterdir()):
+            continue
+        return False
+    return True
+
+
+def prepare(out: Path, resume: bool, *, force: bool = False) -> bool:
+    """Check ``out`` before training writes into it (the caller holds its :func:`lock`).
+
+    A resume needs a run there; a new run needs a directory that holds no run and nothing else,
+    unless ``force`` (the user's files with the names of a run's files are then replaced). A run
+    that never saved a checkpoint (stopped by bad data, a NaN at its first steps, a kill) has
+    nothing to resume and is started again. Leftover temporary files of a killed writer are
+    removed. Returns whether to resume.
+    """
+    out = Path(out)
+    started = (out / CONFIG).exists() or (out / METRICS).exists()
+    if resume and not is_run_dir(out):
+        raise ReslabError(f"{out} is not a run directory (no config.yaml and checkpoints/); give the --out of an earlier run")
+    if started and not _has_checkpoint(out):
+        log.warning("%s holds a run that saved no checkpoint; starting it again", out)
+        for name in (CONFIG, METRICS, ENV, CLASSES, PREPROCESS, REPORT_MD, REPORT_HTML):
+            with contextlib.suppress(FileNotFoundError):
+                (out / name).unlink()
+        shutil.rmtree(out / TENSORBOARD, ignore_errors=True)
+        return False
     if resume:
-        if not is_run_dir(out):
-            raise ReslabError(f"{out} is not a run directory (no config.yaml and checkpoints/); give the --out of an earlier run")
-        return
-    if (out / CONFIG).exists() or (out / METRICS).exists():
+        for tmp in (out / CHECKPOINTS).glob(f".*{TMP_SUFFIX}"):  # a killed save's half-written files
+            tmp.unlink(missing_ok=True)
+        return True
+    if started:
         raise ReslabError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
+    if out.is_dir() and not force and not _is_empty_dir(out):
+        raise ReslabError(f"{out} exists and holds other files; choose a new or empty --out "
+                          "(or pass --force to write the run's files into it)")
+    return False
+
+
+def make_dirs(out: Path) -> None:
+    """``checkpoints/`` and ``plots/``, made once the run has passed its checks."""
     try:
         (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
         (out / PLOTS).mkdir(exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
     except OSError as e:
         raise ReslabError(f"cannot write to output directory {out}: {e.strerror}; choose a writable --out") from None
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``RUN/.lock`` for the life of the writing process (or until
+    :meth:`release`). A crash releases it, so a lock is never stale. Where the directory did not
+    exist, :meth:`release` with ``cleanup`` removes what the lock itself created."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir)
+        self.created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.fd: int | None = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise ReslabError(f"cannot write to output directory {self.path}: {e.strerror}; choose a writable --out") from None
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): no exclusion, as before
+            return
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self.fd)
+            self.fd = None
+            raise ReslabError(f"{self.path} is in use by another reslab process (pid {holder}); wait for it to "
+                              "finish, or choose another --out") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+
+    def release(self, cleanup: bool = False) -> None:
+        if self.fd is None:
+            return
+        if cleanup and _is_empty_dir(self.path):  # a start that failed its checks leaves nothing behind
+            if self.created:
+                shutil.rmtree(self.path, ignore_errors=True)
+            else:
+                (self.path / LOCK).unlink(missing_ok=True)
+        os.close(self.fd)
+        self.fd = None
+
+
+def lock(run_dir: PathLike) -> RunLock:
+    """Take ``run_dir``'s lock, or raise a one-line ReslabError naming the process holding it."""
+    return RunLock(Path(run_dir))
 
 
 def _num(v: Any) -> float | int | None:

@@ -123,7 +123,7 @@ def run_training_experiment(exp: ExperimentDef, *, out: str | Path, budget: str 
             if old.get(key) != want:
                 raise ReslabError(f"{exp_dir} holds a {old.get('experiment')} experiment with budget {old.get('budget')} "
                                   f"on {old.get('data')}; this asks for {key} {want}: choose another --out")
-    elif exp_dir.exists() and any(exp_dir.iterdir()) and not dry_run:
+    elif exp_dir.exists() and any(p.name != rundir.LOCK for p in exp_dir.iterdir()) and not dry_run:
         raise ReslabError(f"{exp_dir} exists and is not an experiment directory; choose an empty or new --out")
     for net, seed in plan:
         _check_same_config(exp_dir / "runs" / _run_name(net, seed), configs[(net.name, seed)])
@@ -150,8 +150,7 @@ def run_training_experiment(exp: ExperimentDef, *, out: str | Path, budget: str 
     session: dict[str, Any] = {"started": now_iso(), "wall_time": None, "threads": torch.get_num_threads(),
                                "trained": [], "resumed": [], "reused": []}
     meta["sessions"].append(session)
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    _write_experiment(exp_dir, meta)
+    exp_lock = rundir.lock(exp_dir)  # one reproduce per experiment directory at a time
 
     cache: dict[str, Any] = {}
 
@@ -167,6 +166,7 @@ def run_training_experiment(exp: ExperimentDef, *, out: str | Path, budget: str 
 
     t0 = time.time()
     try:
+        _write_experiment(exp_dir, meta)
         for i, (net, seed) in enumerate(plan, 1):
             run_dir = exp_dir / "runs" / _run_name(net, seed)
             if rundir.reuse_decision(run_dir) != "reuse":
@@ -178,6 +178,7 @@ def run_training_experiment(exp: ExperimentDef, *, out: str | Path, budget: str 
     finally:
         session["wall_time"] = round(time.time() - t0, 3)
         _write_experiment(exp_dir, meta)
+        exp_lock.release()
     return render_training_experiment(exp_dir, exp)
 
 

@@ -1,13 +1,16 @@
 """Checkpoints: weights in safetensors, training state in a ``weights_only``-loadable file.
 
-``checkpoints/last.safetensors`` + ``checkpoints/last.state.pt`` (optimizer, schedule, RNG
-states, epoch/step, config) and ``checkpoints/best.safetensors``. Each file is written to a
-temporary file, fsynced and renamed; the state file records the step its weights were saved at,
-so a pair torn by a crash between the two renames is detected, not silently mixed.
+A resumable checkpoint is ONE commit: ``checkpoints/last.state.pt`` holds the weights together
+with the optimizer, schedule, RNG states, epoch/step and config, written to a temporary file,
+fsynced and renamed over the previous one, so a kill at any instant leaves either the previous
+checkpoint or the new one, never a mix. ``checkpoints/last.safetensors`` (for eval, predict,
+export) is written after the commit; when a kill leaves it behind the state, the next resume
+rewrites it. ``checkpoints/best.safetensors`` is one file, committed the same way.
 """
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from torch import nn
 from .. import rundir
 from ..errors import ReslabError
 from ..io import atomic_path
-from ..models.weights import save_weights
+from ..models.weights import load_state_dict_checked, read_safetensors, save_weights
 from ..predict import load_run_weights
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
@@ -44,28 +47,63 @@ def _tuplify(x: Any) -> Any:
 
 def save_checkpoint(run_dir: Path, tag: str, model: nn.Module, state: dict[str, Any] | None = None,
                     metadata: dict[str, Any] | None = None) -> None:
-    """Write ``checkpoints/{tag}.safetensors`` and, given ``state``, ``{tag}.state.pt``."""
+    """Commit ``{tag}.state.pt`` (weights + ``state``) when given a state, then write
+    ``checkpoints/{tag}.safetensors``."""
     step = int((state or metadata or {}).get("step", -1))
     meta = {"step": str(step), **{k: str(v) for k, v in (metadata or {}).items()}}
-    save_weights(model, rundir.weights_file(run_dir, tag), metadata=meta)
     if state is not None:
+        weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         with atomic_path(rundir.state_file(run_dir, tag)) as tmp:
-            torch.save({**state, "weights_step": step}, tmp)
+            torch.save({**state, "weights_step": step, "model": weights}, tmp)
+    save_weights(model, rundir.weights_file(run_dir, tag), metadata=meta)
 
 
-def load_checkpoint(run_dir: Path, model: nn.Module, tag: str = "last") -> dict[str, Any]:
-    """Load the weights into ``model`` and return the training state (``weights_only=True``)."""
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ReslabError(f"{path} holds objects other than tensors and plain values (code, possibly); "
+                          "it was refused unread: restore the run's own checkpoint") from None
+    except Exception as e:
+        raise ReslabError(f"{path} is unreadable ({type(e).__name__}); it may be truncated") from None
+    if not isinstance(state, dict) or not _STATE_KEYS <= set(state):
+        raise ReslabError(f"{path} is not a reslab training state (missing "
+                          f"{', '.join(sorted(_STATE_KEYS - set(state) if isinstance(state, dict) else _STATE_KEYS))})")
+    return state
+
+
+_STATE_KEYS = frozenset({"optimizer", "schedule", "scaler", "rng", "epoch", "batch", "step"})
+
+
+def load_checkpoint(run_dir: Path, model: nn.Module, tag: str = "last", *, repair: bool = False) -> dict[str, Any]:
+    """Load the weights into ``model`` and return the training state (``weights_only=True``).
+
+    ``repair``: rewrite ``{tag}.safetensors`` from the state when a kill left it behind (rank 0).
+    """
     state_path = rundir.state_file(run_dir, tag)
     if not state_path.is_file():
         raise ReslabError(f"{state_path} not found: {run_dir} has no resumable checkpoint")
+    state = _read_state(state_path)
+    if "model" in state:  # one commit: the weights are in the state
+        load_state_dict_checked(model, state.pop("model"), str(state_path))
+        weights = rundir.weights_file(run_dir, tag)
+        if repair and _weights_step(weights) != str(state.get("weights_step")):
+            save_weights(model, weights, metadata={"step": str(state.get("weights_step"))})
+        return state
+    # a checkpoint of an earlier version: weights and state in two files, checked against each other
     meta = load_run_weights(run_dir, tag, model)
-    try:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ReslabError(f"{state_path} is unreadable ({type(e).__name__}); it may be truncated") from None
     if str(state.get("weights_step")) != meta.get("step"):
         raise ReslabError(
             f"{state_path} (step {state.get('weights_step')}) and its weights (step {meta.get('step')}) "
             "are from different saves; the run was killed mid-save: resume from a copy of an earlier checkpoint"
         )
     return state
+
+
+def _weights_step(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    try:
+        return read_safetensors(path)[1].get("step")
+    except ReslabError:  # torn by a kill: rewrite it
+        return None

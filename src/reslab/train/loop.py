@@ -76,7 +76,8 @@ def task_for(cfg: RunConfig) -> Task:
 
 
 def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool = False,
-        data: DatasetSplits | None = None, on_step: Callable[[int, nn.Module], None] | None = None) -> FitResult:
+        data: DatasetSplits | None = None, on_step: Callable[[int, nn.Module], None] | None = None,
+        force: bool = False) -> FitResult:
     """Train ``config.model`` on ``config.data`` and write a run directory.
 
     Args:
@@ -86,12 +87,16 @@ def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool
             may differ from the saved one only in :data:`reslab.config.RESUME_MAY_CHANGE`.
         data: already-loaded :class:`~reslab.data.DatasetSplits` (skips ``load_dataset``).
         on_step: called as ``on_step(step, model)`` after every optimizer step (hooks, probes).
+        force: write into an existing ``out`` that holds other files (never into another run).
+
+    The run directory is locked for the duration (one writer per run: a second ``fit`` into it
+    raises a ReslabError at once). A run that never saved a checkpoint is started again.
 
     Returns:
         A :class:`FitResult`. Raises :class:`TrainingInterrupted` after saving on Ctrl-C/SIGTERM
         and :class:`TrainingDiverged` on a NaN/Inf loss.
     """
-    s = _setup(config, out, resume, data)
+    s = _setup(config, out, resume, data, force)
     status = "finished"
     try:
         with _stop_signals() as stop:
@@ -111,8 +116,14 @@ def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool
         s.progress.close()
         if status != "finished":
             _log_end(s, status)
-    test = _test(s)
-    wall = _log_end(s, status)
+            if s.lock is not None:
+                s.lock.release()
+    try:
+        test = _test(s)
+        wall = _log_end(s, status)
+    finally:
+        if s.lock is not None:
+            s.lock.release()
     return FitResult(s.run_dir, status, s.step, s.epochs, s.best_epoch, s.best_err, test, wall)
 
 
@@ -141,6 +152,7 @@ class _Session:
     metrics: MetricsWriter
     progress: Progress
     t_start: float
+    lock: rundir.RunLock | None = None
     step: int = 0
     start_epoch: int = 0
     start_batch: int = 0
@@ -164,27 +176,47 @@ def _empty_stats() -> dict[str, Any]:
     return {"loss": 0.0, "correct": 0, "n": 0}
 
 
-def _setup(config: RunConfig, out: str | os.PathLike | None, resume: bool, data: DatasetSplits | None) -> _Session:
+def _open_run_dir(cfg: RunConfig, out: str | os.PathLike | None, resume: bool, force: bool,
+                  ctx: DistContext) -> tuple[Path, bool, rundir.RunLock | None]:
+    """Lock the run directory (rank 0: one writer per run) and check it; returns (run dir, resume, lock)."""
+    if resume and out is None:
+        raise ReslabError("resume needs the run directory to continue")
+    if out is None:
+        stamp = ctx.broadcast_object(time.strftime("%Y%m%d-%H%M%S"))
+        out = Path("runs") / f"{cfg.model}-{cfg.data.split(':')[0]}-{stamp}"
+    run_dir, lock = Path(out), None
+    if ctx.is_main:
+        lock = rundir.lock(run_dir)
+        try:
+            resume = rundir.prepare(run_dir, resume, force=force)
+            if resume:
+                check_resume(make_config(rundir.read_config(run_dir)), cfg, run_dir)
+        except BaseException:
+            lock.release(cleanup=True)
+            raise
+    return run_dir, bool(ctx.broadcast_object(resume)), lock
+
+
+def _setup(config: RunConfig, out: str | os.PathLike | None, resume: bool, data: DatasetSplits | None,
+           force: bool) -> _Session:
     cfg = config.validate()
     t_start = time.time()
     device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
     ctx = init_distributed(device)
-    if resume:
-        if out is None:
-            raise ReslabError("resume needs the run directory to continue")
-        rundir.prepare(Path(out), resume)
     # absolute image-folder paths: eval, predict and --resume then work from any directory
     cfg = dataclasses.replace(cfg, data=canonical_data_name(cfg.data))
-    if resume:
-        assert out is not None  # refused with a ReslabError above
-        check_resume(make_config(rundir.read_config(out)), cfg, out)
-    if out is None:
-        stamp = ctx.broadcast_object(time.strftime("%Y%m%d-%H%M%S"))
-        out = Path("runs") / f"{cfg.model}-{cfg.data.split(':')[0]}-{stamp}"
-    run_dir = Path(out)
-    if ctx.is_main and not resume:
-        rundir.prepare(run_dir, resume)
+    run_dir, resume, lock = _open_run_dir(cfg, out, resume, force, ctx)
     ctx.barrier()
+    try:
+        return _build_session(cfg, run_dir, resume, data, device, ctx, lock, t_start)
+    except BaseException:
+        if lock is not None:
+            lock.release(cleanup=True)
+        raise
+
+
+def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSplits | None, device: torch.device,
+                   ctx: DistContext, lock: rundir.RunLock | None, t_start: float) -> _Session:
     seed_everything(cfg.seed, cfg.deterministic)
 
     if cfg.batch_size % ctx.world_size:
@@ -212,12 +244,14 @@ def _setup(config: RunConfig, out: str | os.PathLike | None, resume: bool, data:
     total_steps = cfg.iterations or cfg.epochs * steps_per_epoch
     schedule = LRSchedule(cfg, steps_per_epoch, total_steps, base_lr, model_depth=depth)
 
+    if ctx.is_main:
+        rundir.make_dirs(run_dir)
     s = _Session(cfg, run_dir, device, ctx, amp_dtype, task_for(cfg), splits, model, net, optimizer, scaler, schedule,
                  train_loader, normalizer, steps_per_epoch, total_steps, math.ceil(total_steps / steps_per_epoch),
                  MetricsWriter(run_dir, ctx.is_main, cfg.tensorboard), Progress(cfg.progress and ctx.is_main, total_steps),
-                 t_start, stats=_empty_stats())
+                 t_start, lock=lock, stats=_empty_stats())
     if resume:
-        state = load_checkpoint(run_dir, model, "last")
+        state = load_checkpoint(run_dir, model, "last", repair=ctx.is_main)
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         scaler.load_state_dict(state["scaler"])
