@@ -242,8 +242,8 @@ class RunLock:
     def release(self, cleanup: bool = False) -> None:
         if self.fd is None:
             return
-        if cleanup and _is_empty_dir(self.path):  # a start that failed its checks leaves nothing behind
-            if self.created:
+        if cleanup and not (self.path / CONFIG).exists():  # a start that failed its checks leaves nothing behind
+            if self.created and _is_empty_dir(self.path):
                 shutil.rmtree(self.path, ignore_errors=True)
             else:
                 (self.path / LOCK).unlink(missing_ok=True)
