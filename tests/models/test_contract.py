@@ -34,8 +34,8 @@ def _native_batch(name: str, device: str | None = None) -> torch.Tensor:
 
 def _shape_device(name: str) -> str:
     """Where shapes and parameter counts are cheapest to get. The meta device needs no storage
-    and no arithmetic, but its kernels run in Python: ~4 s for ResNet-1202's build and forward
-    pass at 2x3x32x32, against ~1 s on the CPU. So small-input nets (CIFAR, MNIST) run on the
+    and no arithmetic, but its kernels run in Python: ~5 s for ResNet-1202's build and forward
+    pass at 2x3x32x32, against ~1 s on the CPU (measured on this 2-core machine). So small-input nets (CIFAR, MNIST) run on the
     CPU, the ImageNet-size ones (VGG: 138M weights, 15G multiply-adds) on the meta device."""
     return "cpu" if get_model_entry(name).input_size[-1] <= 64 else "meta"
 
@@ -80,7 +80,7 @@ def test_parameter_count_and_feature_contract(name, golden):
     device = _shape_device(name)
     x = _native_batch(name, device)
     model = _shape_model(name)
-    # One build for both checks: building twice cost ~8 s over the registry.
+    # One build serves both checks.
     assert name in golden, f"{name} has no golden parameter count: rerun with RESLAB_REGEN_GOLDEN=1"
     assert n_params(model) == golden[name]
 
