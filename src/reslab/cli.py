@@ -63,9 +63,11 @@ def parse_sets(items: Sequence[str] | None, flag: str = "--set") -> dict[str, An
 def parse_size(text: str) -> tuple[int, int, int]:
     """``224`` -> (3, 224, 224); ``1,28,28`` -> (1, 28, 28)."""
     try:
-        parts = [int(p) for p in text.replace("x", ",").split(",") if p]
+        parts = [int(p) for p in text.replace("x", ",").split(",")]
     except ValueError:
         raise ReslabError(f"--input-size must be H, HxW or C,H,W integers, got {text!r}") from None
+    if any(p <= 0 for p in parts):
+        raise ReslabError(f"--input-size must be positive integers, got {text!r}")
     if len(parts) == 1:
         return (3, parts[0], parts[0])
     if len(parts) == 2:

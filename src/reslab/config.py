@@ -7,15 +7,19 @@ runs/x/config.yaml`` reruns it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union
 
 import yaml
 
+from . import rundir
 from .errors import ReslabError
 
 __all__ = ["RunConfig", "load_recipe", "list_recipes", "make_config", "resolve_config", "check_resume",
@@ -103,24 +107,46 @@ class RunConfig:
     tensorboard: bool = _f(True, "also write TensorBoard logs when tensorboard is installed", runtime=True)
 
     def validate(self) -> RunConfig:
-        """Raise ReslabError for nonsense values (negative lr, zero batch, ...)."""
+        """Raise ReslabError for wrong types and nonsense values (negative lr, zero batch, ...)."""
+        _check_types(self)
+        finite = lambda v: v is None or math.isfinite(v)  # noqa: E731
+        floats = ("lr", "momentum", "weight_decay", "gamma", "warmup_lr", "warmup_until_err", "label_smoothing",
+                  "grad_clip", "color_jitter", "lighting")
+        for key in floats:
+            if not finite(getattr(self, key)):
+                raise ReslabError(f"{key} must be a finite number, got {getattr(self, key)}")
         checks = [
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (isinstance(self.batch_size, int) and self.batch_size > 0, f"batch_size must be a positive integer, got {self.batch_size}"),
-            (isinstance(self.epochs, int) and self.epochs > 0, f"epochs must be a positive integer, got {self.epochs}"),
-            (self.iterations is None or (isinstance(self.iterations, int) and self.iterations > 0),
-             f"iterations must be a positive integer, got {self.iterations}"),
+            (0 < self.lr < 1e4, f"lr must be > 0 (and below 1e4), got {self.lr}"),
+            (self.batch_size > 0, f"batch_size must be a positive integer, got {self.batch_size}"),
+            (self.epochs > 0, f"epochs must be a positive integer, got {self.epochs}"),
+            (self.iterations is None or self.iterations > 0, f"iterations must be a positive integer, got {self.iterations}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
             (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
             (self.pad >= 0, f"pad must be >= 0, got {self.pad}"),
+            (self.crop_size > 0, f"crop_size must be a positive number of pixels, got {self.crop_size}"),
+            (self.image_size is None or self.image_size > 0, f"image_size must be a positive number of pixels, got {self.image_size}"),
             (self.log_every > 0 and self.eval_every > 0, "log_every and eval_every must be positive"),
             (self.warmup_lr is None or self.warmup_lr > 0, f"warmup_lr must be > 0, got {self.warmup_lr}"),
+            (self.warmup_iters >= 0, f"warmup_iters must be >= 0, got {self.warmup_iters}"),
+            (self.warmup_min_depth is None or self.warmup_min_depth > 0, f"warmup_min_depth must be > 0, got {self.warmup_min_depth}"),
+            (self.plateau_patience >= 0, f"plateau_patience must be >= 0, got {self.plateau_patience}"),
+            (self.color_jitter >= 0 and self.lighting >= 0,
+             f"color_jitter and lighting must be >= 0, got {self.color_jitter} and {self.lighting}"),
+            (len(self.scale_range) == 2 and 0 < self.scale_range[0] <= self.scale_range[1],
+             f"scale_range must be [low, high] shorter sides in pixels with 0 < low <= high, got {self.scale_range}"),
+            (all(x > 0 and math.isfinite(x) for x in self.test_scales), f"test_scales must be positive, got {self.test_scales}"),
+            (all(m >= 0 for m in self.milestones), f"milestones must be >= 0, got {self.milestones}"),
+            (0 <= self.seed < 2**63, f"seed must be an integer in [0, 2**63), got {self.seed}"),
+            (self.val_size is None or 0 <= self.val_size < 1 or (float(self.val_size).is_integer() and self.val_size < 2**31),
+             f"val_size must be a fraction in [0, 1) or a count of images, e.g. 0.1 or 5000; got {self.val_size}"),
             (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
             (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              f"device must be auto, cpu or cuda[:N], got {self.device!r}"),
+            (not {"num_classes", "in_chans"} & set(self.model_args),
+             "num_classes and in_chans are set from the data; remove them from model_args (--arch)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -210,6 +236,9 @@ def make_config(base: dict[str, Any] | None = None, recipe: str | None = None, *
     """
     base = _upgrade(dict(base or {}))
     check_keys(base, "the config file")
+    for where, name in (("recipe", recipe), ("the config's recipe", base.get("recipe"))):
+        if name is not None and not isinstance(name, str):
+            raise ReslabError(f"{where} must name a recipe (a string), got {name!r}")
     if recipe:
         values = {**base, **load_recipe(recipe), "recipe": recipe}
     else:
@@ -221,25 +250,54 @@ def make_config(base: dict[str, Any] | None = None, recipe: str | None = None, *
         cfg = RunConfig(**values)
     except TypeError as e:
         raise ReslabError(f"bad config: {e}") from None
-    for key in ("milestones", "scale_range", "test_scales"):
-        setattr(cfg, key, list(getattr(cfg, key) or []))
-    _check_types(cfg)
     return cfg.validate()
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _check_types(cfg: RunConfig) -> None:
+    """Each field against its annotation (YAML and ``--set`` give any type): one line naming the
+    field and the expected type; numbers are converted where the type allows (int -> float)."""
+    hints = typing.get_type_hints(RunConfig)
     for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        default = getattr(RunConfig(), f.name)
-        if value is None or default is None:
-            continue
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise ReslabError(f"{f.name} must be true or false, got {value!r}")
-        if isinstance(default, (int, float)) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+        value, hint = getattr(cfg, f.name), hints[f.name]
+        options = [t for t in typing.get_args(hint) if t is not type(None)] if typing.get_origin(hint) in (Union, UnionType) else [hint]
+        if value is None:
+            if type(None) in typing.get_args(hint):
+                continue
+            raise ReslabError(f"{f.name} must be set, got null")
+        kind = options[0]
+        if typing.get_origin(kind) is typing.Literal:
+            continue  # checked against its choices in validate()
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ReslabError(f"{f.name} must be true or false, got {value!r}")
+        elif kind is str:
+            if not isinstance(value, str):
+                raise ReslabError(f"{f.name} must be a string, got {value!r}")
+        elif typing.get_origin(kind) is dict or kind is dict:
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise ReslabError(f"{f.name} must be a mapping of option names to values, got {value!r}")
+        elif typing.get_origin(kind) is list:
+            item = typing.get_args(kind)[0]
+            if isinstance(value, tuple):
+                value = list(value)
+            if not isinstance(value, list) or not all(_is_number(v) and (item is float or float(v).is_integer()) for v in value):
+                raise ReslabError(f"{f.name} must be a list of {'numbers' if item is float else 'integers'}, e.g. [1, 2], got {value!r}")
+            setattr(cfg, f.name, [item(v) for v in value])
+        elif set(options) == {int, float}:
+            if not _is_number(value):
                 raise ReslabError(f"{f.name} must be a number, got {value!r}")
-            if isinstance(default, float):
-                setattr(cfg, f.name, float(value))
+        elif kind is int:
+            if not _is_number(value) or not float(value).is_integer():
+                raise ReslabError(f"{f.name} must be an integer, got {value!r}")
+            setattr(cfg, f.name, int(value))
+        elif kind is float:
+            if not _is_number(value):
+                raise ReslabError(f"{f.name} must be a number, got {value!r}")
+            setattr(cfg, f.name, float(value))
 
 
 def resolve_config(model: str | None = None, *, recipe: str | None = None, config: str | Path | dict | None = None,
@@ -269,10 +327,7 @@ def _read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ReslabError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ReslabError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    data = rundir.load_yaml_file(path)
     if data is not None and not isinstance(data, dict):
         raise ReslabError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
     return data or {}

@@ -18,9 +18,31 @@ from .config import RunConfig, make_config
 from .data.transforms import Normalizer, ResizeCenterCrop, resize_short_side_ratio
 from .errors import ReslabError
 from .models import create_model
-from .models.weights import load_state_dict_checked, load_weights, read_safetensors
+from .models.weights import load_state_dict_checked, read_safetensors
 
-__all__ = ["LoadedRun", "load_run", "load_run_weights", "predict", "Prediction"]
+__all__ = ["LoadedRun", "load_run", "load_run_weights", "load_weights_file", "check_weights", "predict", "Prediction"]
+
+
+def check_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse weights that would load silently but compute nonsense: another dtype than the model's
+    (int64 weights are cast to float by ``load_state_dict``) or NaN/Inf values."""
+    own = model.state_dict()
+    for k, v in tensors.items():
+        if k in own and v.dtype != own[k].dtype and (v.is_floating_point() or own[k].is_floating_point()):
+            raise ReslabError(f"{source}: {k} is {str(v.dtype).replace('torch.', '')}, the model's is "
+                              f"{str(own[k].dtype).replace('torch.', '')}; these are not this model's weights")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise ReslabError(f"{source}: {k} holds NaN or Inf values; the weights are corrupt "
+                              "(a diverged run's weights, or a damaged file)")
+
+
+def load_weights_file(model: nn.Module, path: str | Path) -> dict[str, str]:
+    """Load a safetensors file into ``model`` after :func:`check_weights`; returns its metadata."""
+    tensors, meta = read_safetensors(path)
+    source = f"{path}" + (f" (model {meta['model_name']})" if "model_name" in meta else "")
+    check_weights(model, tensors, source)
+    load_state_dict_checked(model, tensors, source)
+    return meta
 
 
 def load_run_weights(run_dir: str | Path, tag: str, model: nn.Module) -> dict[str, str]:
@@ -28,10 +50,21 @@ def load_run_weights(run_dir: str | Path, tag: str, model: nn.Module) -> dict[st
     path = rundir.weights_file(run_dir, tag)
     if not path.is_file():
         raise ReslabError(f"{path} not found: the run has no '{tag}' checkpoint yet")
-    tensors, meta = read_safetensors(path)
-    source = f"{path}" + (f" (model {meta['model_name']})" if "model_name" in meta else "")
-    load_state_dict_checked(model, tensors, source)
-    return meta
+    return load_weights_file(model, path)
+
+
+def _read_preprocess(run_dir: Path) -> tuple[Normalizer, dict[str, str]]:
+    pre = run_dir / rundir.PREPROCESS
+    if not pre.is_file():
+        raise ReslabError(f"{pre} is missing; the run did not get past its setup")
+    try:
+        with safe_open(str(pre), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            normalizer = Normalizer(meta["kind"], f.get_tensor("mean"), f.get_tensor("std"))
+        json.loads(meta["classes"]), int(meta["channels"]), json.loads(meta["image_size"])
+    except Exception as e:  # safetensors' own errors, missing keys, bad JSON
+        raise ReslabError(f"{pre} is damaged ({type(e).__name__}); restore it from a copy of the run") from None
+    return normalizer, meta
 
 
 @dataclass
@@ -63,19 +96,19 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     run_dir = Path(run_dir)
     if not rundir.is_run_dir(run_dir):
         raise ReslabError(f"{run_dir} is not a run directory (no config.yaml and checkpoints/); give a directory written by 'reslab train'")
-    cfg = make_config(rundir.read_config(run_dir))
-    pre = run_dir / rundir.PREPROCESS
-    if not pre.is_file():
-        raise ReslabError(f"{pre} is missing; the run did not get past its setup")
-    with safe_open(str(pre), framework="pt") as f:
-        meta = f.metadata()
-        normalizer = Normalizer(meta["kind"], f.get_tensor("mean"), f.get_tensor("std"))
+    saved = rundir.read_config(run_dir)
+    missing = [k for k in ("model", "data") if not saved.get(k)]
+    if missing:
+        raise ReslabError(f"{run_dir / rundir.CONFIG} names no {' or '.join(missing)}: it is empty or damaged; "
+                          "restore it from a copy of the run")
+    cfg = make_config(saved)
+    normalizer, meta = _read_preprocess(run_dir)
     classes = json.loads(meta["classes"])
     channels = int(meta["channels"])
     size = json.loads(meta["image_size"])
     model = create_model(cfg.model, num_classes=len(classes), in_chans=channels, **cfg.model_args)
     if checkpoint.endswith(".safetensors"):
-        load_weights(model, checkpoint)
+        load_weights_file(model, checkpoint)
         used = checkpoint
     else:
         if checkpoint not in ("best", "last"):
@@ -102,7 +135,11 @@ def predict(run: LoadedRun, paths: Sequence[str | Path], topk: int = 5) -> list[
     norm = run.normalizer.to(device)
     out = []
     for p in paths:
+        if "://" in str(p):
+            raise ReslabError(f"{p}: URLs are not fetched; download the image and give its path")
         p = Path(p)
+        if p.is_dir():
+            raise ReslabError(f"{p} is a folder; give image files, e.g. {p}/*.png")
         if not p.is_file():
             raise ReslabError(f"image not found: {p}")
         try:

@@ -34,7 +34,7 @@ from .io import TMP_SUFFIX
 
 __all__ = [
     "CONFIG", "METRICS", "ENV", "CLASSES", "PREPROCESS", "CHECKPOINTS", "PLOTS", "REPORT_MD", "REPORT_HTML",
-    "TENSORBOARD", "LOCK", "weights_file", "state_file", "is_run_dir", "prepare", "RunLock", "lock", "read_config", "read_metrics", "last_record",
+    "TENSORBOARD", "LOCK", "load_yaml_file", "weights_file", "state_file", "is_run_dir", "prepare", "RunLock", "lock", "read_config", "read_metrics", "last_record",
     "run_status", "Run", "read_run", "reuse_decision",
 ]
 
@@ -76,15 +76,27 @@ def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
+def load_yaml_file(path: Path) -> Any:
+    """Plain YAML (``safe_load``: no Python objects) from a UTF-8 file; every failure a ReslabError."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ReslabError(f"{path} is not UTF-8 text; give a YAML file") from None
+    except yaml.constructor.ConstructorError as e:
+        raise ReslabError(f"{path} uses a YAML tag that reslab does not load ({e.problem}); configs are plain "
+                          "YAML: mappings, lists, numbers and strings") from None
+    except yaml.YAMLError as e:
+        raise ReslabError(f"{path} is not valid YAML ({_first_line(e)}): restore or fix it") from None
+    except OSError as e:
+        raise ReslabError(f"cannot read {path}: {e.strerror}") from None
+
+
 def read_config(run_dir: PathLike) -> dict[str, Any]:
     """The run's ``config.yaml`` as a dict ({} when there is none yet); bad YAML is a user error."""
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         return {}
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ReslabError(f"{path} is not valid YAML ({_first_line(e)}): restore or fix it") from None
+    loaded = load_yaml_file(path)
     if loaded is not None and not isinstance(loaded, dict):
         raise ReslabError(f"{path} must hold a mapping of config keys, got {type(loaded).__name__}")
     return loaded or {}

@@ -51,11 +51,16 @@ def save_checkpoint(run_dir: Path, tag: str, model: nn.Module, state: dict[str, 
     ``checkpoints/{tag}.safetensors``."""
     step = int((state or metadata or {}).get("step", -1))
     meta = {"step": str(step), **{k: str(v) for k, v in (metadata or {}).items()}}
-    if state is not None:
-        weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        with atomic_path(rundir.state_file(run_dir, tag)) as tmp:
-            torch.save({**state, "weights_step": step, "model": weights}, tmp)
-    save_weights(model, rundir.weights_file(run_dir, tag), metadata=meta)
+    try:
+        if state is not None:
+            weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            with atomic_path(rundir.state_file(run_dir, tag)) as tmp:
+                torch.save({**state, "weights_step": step, "model": weights}, tmp)
+        save_weights(model, rundir.weights_file(run_dir, tag), metadata=meta)
+    except OSError as e:  # a full disk, a read-only folder: the previous checkpoint is untouched
+        raise ReslabError(f"could not save the {tag} checkpoint in {run_dir / rundir.CHECKPOINTS} "
+                          f"({e.strerror or e}); the previous one is intact: free space or fix permissions, "
+                          f"then continue with --resume {run_dir}") from None
 
 
 def _read_state(path: Path) -> dict[str, Any]:
@@ -69,6 +74,10 @@ def _read_state(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or not _STATE_KEYS <= set(state):
         raise ReslabError(f"{path} is not a reslab training state (missing "
                           f"{', '.join(sorted(_STATE_KEYS - set(state) if isinstance(state, dict) else _STATE_KEYS))})")
+    bad = [k for k in ("epoch", "batch", "step") if not isinstance(state[k], int) or isinstance(state[k], bool) or state[k] < 0]
+    if bad or not all(isinstance(state[k], dict) for k in ("optimizer", "schedule", "scaler", "rng")):
+        raise ReslabError(f"{path} is damaged: {', '.join(bad) or 'its optimizer/schedule/RNG state'} "
+                          f"{'are' if len(bad) > 1 else 'is'} not what a training run saves; restore the run's own checkpoint")
     return state
 
 
