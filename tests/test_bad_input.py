@@ -153,3 +153,32 @@ def test_any_config_values_give_a_config_or_one_reslab_error(values):
         assert "\n" not in str(e) and str(e)
         return
     assert isinstance(cfg, RunConfig) and cfg.validate() is cfg
+
+
+def _alias_bomb():
+    """A billion-laughs YAML: 9**12 'lol's by aliases, a few hundred bytes on disk."""
+    doc = "model: resnet20\nmodel_args:\n  a0: &a0 [" + ",".join(["lol"] * 9) + "]\n"
+    for i in range(1, 12):
+        doc += f"  a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]\n"
+    return doc
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb())
+    proc = subprocess.run([sys.executable, "-m", "reslab", "train", "--config", str(path), "--print-config"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "model_args.a1 must be" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and len(proc.stderr) < 500  # a bounded repr
+
+
+def test_messages_about_shared_nested_values_stay_short():
+    level = ["lol"] * 9
+    for _ in range(12):  # 9**13 items if expanded, built by reference like YAML aliases
+        level = [level] * 9
+    with pytest.raises(ReslabError) as e:
+        make_config(model="resnet20", name=level)
+    assert len(str(e.value)) < 300

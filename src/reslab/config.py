@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import reprlib
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -253,6 +254,15 @@ def make_config(base: dict[str, Any] | None = None, recipe: str | None = None, *
     return cfg.validate()
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 40, 40
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for messages: a YAML alias bomb must not be expanded to be printed."""
+    return _REPR.repr(value)
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -273,30 +283,34 @@ def _check_types(cfg: RunConfig) -> None:
             continue  # checked against its choices in validate()
         if kind is bool:
             if not isinstance(value, bool):
-                raise ReslabError(f"{f.name} must be true or false, got {value!r}")
+                raise ReslabError(f"{f.name} must be true or false, got {_short(value)}")
         elif kind is str:
             if not isinstance(value, str):
-                raise ReslabError(f"{f.name} must be a string, got {value!r}")
+                raise ReslabError(f"{f.name} must be a string, got {_short(value)}")
         elif typing.get_origin(kind) is dict or kind is dict:
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-                raise ReslabError(f"{f.name} must be a mapping of option names to values, got {value!r}")
+                raise ReslabError(f"{f.name} must be a mapping of option names to values, got {_short(value)}")
+            for k, v in value.items():  # plain values only: nested aliases could expand to billions of items
+                flat = v if isinstance(v, (list, tuple)) else [v]
+                if len(flat) > 1000 or not all(x is None or isinstance(x, (bool, int, float, str)) for x in flat):
+                    raise ReslabError(f"{f.name}.{k} must be a number, a string or a short list of them, got {_short(v)}")
         elif typing.get_origin(kind) is list:
             item = typing.get_args(kind)[0]
             if isinstance(value, tuple):
                 value = list(value)
             if not isinstance(value, list) or not all(_is_number(v) and (item is float or float(v).is_integer()) for v in value):
-                raise ReslabError(f"{f.name} must be a list of {'numbers' if item is float else 'integers'}, e.g. [1, 2], got {value!r}")
+                raise ReslabError(f"{f.name} must be a list of {'numbers' if item is float else 'integers'}, e.g. [1, 2], got {_short(value)}")
             setattr(cfg, f.name, [item(v) for v in value])
         elif set(options) == {int, float}:
             if not _is_number(value):
-                raise ReslabError(f"{f.name} must be a number, got {value!r}")
+                raise ReslabError(f"{f.name} must be a number, got {_short(value)}")
         elif kind is int:
             if not _is_number(value) or not float(value).is_integer():
-                raise ReslabError(f"{f.name} must be an integer, got {value!r}")
+                raise ReslabError(f"{f.name} must be an integer, got {_short(value)}")
             setattr(cfg, f.name, int(value))
         elif kind is float:
             if not _is_number(value):
-                raise ReslabError(f"{f.name} must be a number, got {value!r}")
+                raise ReslabError(f"{f.name} must be a number, got {_short(value)}")
             setattr(cfg, f.name, float(value))
 
 
