@@ -157,6 +157,8 @@ def _config_flag(p: argparse.ArgumentParser, f: dataclasses.Field, hint: Any) ->
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
+    p.epilog = ("Defaults shown are the run config's own; a --recipe or --config sets its values first, and flags "
+                "override them. --print-config shows the result.")
     p.add_argument("model", nargs="?", help="a registered architecture (see 'reslab models')")
     p.add_argument("--recipe", help="a shipped recipe (see 'reslab recipes') or a YAML file")
     p.add_argument("--config", help="a full config YAML, e.g. the config.yaml of an earlier run")

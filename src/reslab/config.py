@@ -67,7 +67,7 @@ class RunConfig:
     nesterov: bool = _f(False, "Nesterov momentum")
     weight_decay: float = _f(1e-4, "L2 weight decay")
     schedule: Literal["step", "cosine", "onecycle", "constant", "plateau"] = _f("step", "learning-rate schedule")
-    milestones: list[int] = _f(help="step schedule: divide the lr by 1/gamma at these points, e.g. 32000,48000",
+    milestones: list[int] = _f(help="step schedule: multiply the lr by gamma at these points, e.g. 32000,48000",
                                factory=list)
     milestone_unit: Literal["iter", "epoch"] = _f("epoch", "unit of --milestones")
     gamma: float = _f(0.1, "lr factor at each milestone or plateau")
