@@ -128,3 +128,43 @@ def test_image_folder_run_is_evaluated_from_any_directory(tmp_path, monkeypatch,
     assert main(["eval", str(tmp_path / "run"), "--data", f"imagefolder:{tmp_path / 'other'}", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "the run was trained on ant, bee" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture()
+def offline(tmp_path, monkeypatch):
+    """No dataset anywhere: empty cache and home, and CIFAR-10's download URL refuses connections."""
+    import socket
+
+    from reslab.data import download as dl
+
+    for var in ("RESLAB_CACHE", "HOME"):
+        (tmp_path / var).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / var))
+    monkeypatch.delenv("RESLAB_DATA", raising=False)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setitem(dl.RESOURCES, "cifar10", (dl.Resource(
+        "cifar-10-python.tar.gz", "0" * 32, (f"http://127.0.0.1:{port}/cifar-10-python.tar.gz",)),))
+    (tmp_path / "empty").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "resnt20"],
+    ["train", "resnet20", "--recipe", "nope"],
+    ["train", "resnet20", "--lr", "-1"],
+    ["train", "resnet20", "--batch-size", "0"],
+    ["train", "resnet20", "--set", "colour=1"],
+    ["train", "resnet20", "--data", "cifar10", "--data-dir", "{empty}"],
+    ["train", "resnet20", "--data", "imagefolder:/nonexistent/images"],
+], ids=["unknown-model", "bad-recipe", "negative-lr", "zero-batch", "unknown-key", "cifar10-offline",
+        "missing-image-folder"])
+def test_bad_train_input_writes_nothing(argv, offline, capsys):
+    out = offline / "o"
+    argv = [a.replace("{empty}", str(offline / "empty")) for a in argv]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("reslab: error: ") and "Traceback" not in err
+    assert not out.exists(), f"left behind: {sorted(str(p.relative_to(out)) for p in out.rglob('*'))}"
+    assert not [p for p in offline.rglob("*") if p.is_file()], "a file was written somewhere"

@@ -1,7 +1,12 @@
 """The README stays true: its model table lists exactly the registered models."""
 
+import contextlib
+import io
+import json
 import re
 from pathlib import Path
+
+import torch
 
 import reslab
 
@@ -19,3 +24,142 @@ def test_readme_model_table_lists_every_registered_model():
 def test_readme_first_command_is_the_demo():
     commands = re.findall(r"^reslab \w+", README.read_text(), flags=re.M)
     assert commands[0] == "reslab demo"
+
+
+# -- figures the README prints or quotes, regenerated or read back from committed results ------------
+ROOT = README.parent
+
+
+def _section(text, start, end):
+    i = text.index(start)
+    return text[i:text.index(end, i + len(start))]
+
+
+def _flat(text):
+    """Whitespace-insensitive: a reflowed paragraph reads the same."""
+    return " ".join(text.split())
+
+
+def test_readme_info_resnet50_block_is_what_the_command_prints():
+    from reslab.cli import main
+
+    text = README.read_text()
+    block = _section(text, "`reslab info resnet50` prints:", "`--input-size` takes")
+    printed_in_readme = block.split("```")[1].strip("\n")
+    out = io.StringIO()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one 224x224 forward; two threads on a busy 2-core CPU wait on each other
+    try:
+        with contextlib.redirect_stdout(out):
+            assert main(["info", "resnet50"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert printed_in_readme == out.getvalue().strip("\n")
+
+
+def _results(name):
+    return json.loads((ROOT / "results" / name / "results.json").read_text())
+
+
+def _nets(results):
+    return {net["name"]: net for net in results["nets"]}
+
+
+def _pct(value):
+    return f"{value:.2f}"
+
+
+def _duration(seconds):
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s:02d} s"
+
+
+def _table_rows(block, header):
+    lines = block[block.index(header):].splitlines()
+    rows = []
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip().replace("*", "") for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def test_readme_degradation_cpu_figures_are_the_committed_results():
+    text = README.read_text()
+    block = _section(text, "### Committed results: degradation on a CPU", "The smallest preset")
+    res = _results("degradation-cpu")
+    nets = _nets(res)
+    rows = _table_rows(block, "| depth | plain: train / test err (%)")
+    assert [int(r[0]) for r in rows] == res["depths"] == [20, 32, 44, 56]
+    for depth, plain, resnet, paper in rows:
+        for cell, name in ((plain, f"plain{depth}"), (resnet, f"resnet{depth}")):
+            train, test = (c.strip() for c in cell.split("/"))
+            assert train == _pct(nets[name]["train_err"]["mean"]), name
+            assert test == _pct(nets[name]["test_err"]["mean"]), name
+        assert float(paper) == res["paper"]["table6_test_err"][depth]
+    counts, settings = res["data_counts"], res["budget_settings"]
+    steps = {run["steps"] for net in res["nets"] for run in net["runs"]}
+    epochs = {run["epochs"] for net in res["nets"] for run in net["runs"]}
+    assert steps == {624} and epochs == {16} and res["budget"] == "cpu-30min"
+    prose = _flat(block)
+    assert (f"the `cpu-30min` budget on the CIFAR-10 image folder ({counts['train']:,} training images, "
+            f"{epochs.pop()} epochs = {steps.pop()} iterations, {counts['test']:,} test images)") in prose
+    assert settings["train_size"] == counts["train"] and settings["test_size"] == counts["test"]
+    assert f"2-core CPU in {_duration(res['wall_time']['elapsed'])}:" in prose
+    lo, hi = round(nets["plain20"]["train_err"]["mean"]), round(nets["plain56"]["train_err"]["mean"])
+    assert f"20 → 56 layers: {lo} → {hi} %" in prose
+    assert "after 624 iterations" in prose
+    # "every ResNet trains far better than its plain twin", "the deeper ResNets have not overtaken ResNet-20"
+    for d in res["depths"]:
+        assert nets[f"resnet{d}"]["train_err"]["mean"] < nets[f"plain{d}"]["train_err"]["mean"]
+        assert d == 20 or nets[f"resnet{d}"]["train_err"]["mean"] > nets["resnet20"]["train_err"]["mean"]
+
+
+def _epoch_train_errors(run_dir):
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [r["train_err"] for r in records if r["event"] == "epoch"]
+
+
+def test_readme_degradation_cpu90_figures_are_the_committed_results():
+    text = README.read_text()
+    block = _section(text, "The smallest preset at which", "## The Python API")
+    res = _results("degradation-cpu90")
+    nets = _nets(res)
+    rows = _table_rows(block, "| net | final train err (%) | test err (%) |")
+    assert sorted(r[0] for r in rows) == sorted(nets) == ["plain20", "plain56", "resnet20", "resnet56"]
+    for name, train, test in rows:
+        assert train == _pct(nets[name]["train_err"]["mean"]), name
+        assert test == _pct(nets[name]["test_err"]["mean"]), name
+    steps = {run["steps"] for net in res["nets"] for run in net["runs"]}
+    epochs = {run["epochs"] for net in res["nets"] for run in net["runs"]}
+    assert steps == {1872} and epochs == {48} and res["budget"] == "cpu-90min" and res["depths"] == [20, 56]
+    prose = _flat(block)
+    assert ("(the same data, 48 epochs = 1,872 iterations), run for depths 20 and 56 in "
+            f"{_duration(res['wall_time']['elapsed'])}:") in prose
+    r20, r56 = nets["resnet20"]["test_err"]["mean"], nets["resnet56"]["test_err"]["mean"]
+    assert f"({r56:.1f} vs {r20:.1f} %)" in prose
+    # "it is ahead for good only from epoch 43 of 48, as the curves show"
+    e20 = _epoch_train_errors(ROOT / "results" / "degradation-cpu90" / "runs" / "resnet20-seed0")
+    e56 = _epoch_train_errors(ROOT / "results" / "degradation-cpu90" / "runs" / "resnet56-seed0")
+    assert len(e20) == len(e56) == 48
+    ahead = [b < a for a, b in zip(e20, e56)]
+    first = next(i for i in range(48) if all(ahead[i:])) + 1
+    assert f"from epoch {first} of {len(ahead)}" in prose
+    assert e20[-1] == nets["resnet20"]["train_err"]["mean"] and e56[-1] == nets["resnet56"]["train_err"]["mean"]
+
+
+def test_readme_responses_claims_are_the_committed_results():
+    text = README.read_text()
+    block = _flat(_section(text, "is Figure 7 measured on these runs", "The smallest preset"))
+    res = _results("responses-cpu")
+    std = {net["model"]: net["mean_std"] for net in res["nets"]}
+    depths = [20, 32, 44, 56]
+    assert sorted(std) == sorted([f"plain{d}" for d in depths] + [f"resnet{d}" for d in depths])
+    assert "ResNets respond more weakly than their plain twins at every depth" in block
+    assert all(std[f"resnet{d}"] < std[f"plain{d}"] for d in depths)
+    assert "the deeper-is-smaller trend of the paper does not show" in block
+    resnets = [std[f"resnet{d}"] for d in depths]
+    assert resnets != sorted(resnets, reverse=True)
+    findings = {f["claim"].split(" (")[0]: f["held"] for f in res["findings"]}
+    assert findings == {"ResNets respond more weakly than their plain counterparts": True,
+                        "the deeper the ResNet, the smaller its responses": False}

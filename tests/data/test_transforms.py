@@ -1,0 +1,217 @@
+"""The training augmentations against their definitions.
+
+- pad-crop-flip (He et al. 2015, Sec. 4.2): zero-pad by ``pad``, a random crop of the original
+  size, or its horizontal flip;
+- scale augmentation (Sec. 3.4): shorter side sampled uniformly in [smin, smax], a random
+  ``crop`` x ``crop`` crop, or its flip;
+- PCA lighting (Krizhevsky et al. 2012): every pixel gets ``sum_j alpha_j lambda_j v_j`` with
+  ``alpha_j ~ N(0, std)``, ``(lambda_j, v_j)`` the eigenvalues/vectors of ImageNet's RGB covariance.
+
+Each output is matched against every candidate the definition allows, computed here independently.
+"""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from reslab.data.loader import TensorLoader, epoch_permutation
+from reslab.data.transforms import Normalizer, ScaleAugment, lighting, pad_crop_flip
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+# -- pad-crop-flip ---------------------------------------------------------------------------------
+def _match_pad_crop_flip(x, out, pad):
+    """For each image: the (dy, dx, flipped) of the one candidate crop of the zero-padded image
+    (or of its mirror) that equals the output. Fails if none or several match."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    hits = torch.zeros(n, dtype=torch.long)
+    where = torch.full((n, 3), -1, dtype=torch.long)
+    for dy in range(2 * pad + 1):
+        for dx in range(2 * pad + 1):
+            crop = padded[:, :, dy:dy + h, dx:dx + w]
+            for flipped, cand in ((0, crop), (1, crop.flip(3))):
+                eq = (cand == out).flatten(1).all(1)
+                hits += eq.long()
+                where[eq] = torch.tensor([dy, dx, flipped])
+    assert (hits == 1).all(), f"{int((hits == 0).sum())} outputs match no allowed crop, {int((hits > 1).sum())} several"
+    return where
+
+
+def test_pad_crop_flip_outputs_are_crops_of_the_padded_image_or_its_mirror():
+    pad, n = 2, 3000
+    x = torch.rand(n, 2, 6, 5, generator=_gen(1)) + 0.5  # no zeros: padding is told apart from content
+    out = pad_crop_flip(x, pad, _gen(7))
+    assert out.shape == x.shape
+    where = _match_pad_crop_flip(x, out, pad)
+    dy, dx, flipped = where.unbind(1)
+    # offsets drawn uniformly from [0, 2*pad], independently in y and x
+    for d in (dy, dx):
+        counts = torch.bincount(d, minlength=2 * pad + 1)
+        assert len(counts) == 2 * pad + 1 and (counts > 0).all()
+        assert (counts - n / (2 * pad + 1)).abs().max() < 5 * (n / (2 * pad + 1)) ** 0.5
+    assert len(set(zip(dy.tolist(), dx.tolist()))) == (2 * pad + 1) ** 2
+    # flips about half the time
+    assert abs(flipped.float().mean().item() - 0.5) < 0.05
+    assert ((dy != pad) | (dx != pad)).any() and (flipped == 1).any()
+
+
+def test_pad_crop_flip_is_a_function_of_its_generator_seed():
+    x = torch.rand(64, 3, 8, 8, generator=_gen(2))
+    a = pad_crop_flip(x, 4, _gen(11))
+    assert torch.equal(a, pad_crop_flip(x, 4, _gen(11)))
+    assert not torch.equal(a, pad_crop_flip(x, 4, _gen(12)))
+
+
+def test_pad_crop_flip_options():
+    x = torch.rand(500, 1, 5, 5, generator=_gen(3)) + 0.5
+    only_flip = pad_crop_flip(x, 4, _gen(5), crop=False)
+    flipped = (only_flip == x.flip(3)).flatten(1).all(1)
+    assert ((only_flip == x).flatten(1).all(1) | flipped).all() and 0.4 < flipped.float().mean() < 0.6
+    only_crop = pad_crop_flip(x, 2, _gen(5), flip=False)
+    assert (_match_pad_crop_flip(x, only_crop, 2)[:, 2] == 0).all()
+    assert torch.equal(pad_crop_flip(x, 0, _gen(5), flip=False), x)
+
+
+def test_training_batches_are_pad_crop_flips_of_the_normalised_images_in_epoch_order():
+    """The loader pads after normalising: the padding is the mean image (0), as in the paper."""
+    images = torch.randint(1, 255, (40, 3, 6, 6), dtype=torch.uint8, generator=_gen(4))
+    images[:, :, 0, 0] = torch.arange(40, dtype=torch.uint8)[:, None]  # tells the images apart
+    labels = torch.arange(40) % 10
+    norm = Normalizer.fit("per_pixel_mean", images)
+    loader = TensorLoader(images, labels, 16, normalizer=norm, device=torch.device("cpu"), train=True, seed=3,
+                          augment="pad_crop_flip", pad=2)
+    loader.set_epoch(1)
+    batches = list(loader)
+    assert len(batches) == 2  # the incomplete last batch is dropped
+    order = epoch_permutation(40, 3, 1)
+    mean = images.double().div(255).mean(0)
+    std = (images.double().div(255) - mean).pow(2).mean().sqrt()
+    for b, (x, y) in enumerate(batches):
+        idx = order[b * 16:(b + 1) * 16]
+        assert torch.equal(y, labels[idx])
+        want = ((images[idx].double() / 255 - mean) / std).float()
+        _match_pad_crop_flip_close(want, x, 2)
+
+
+def _match_pad_crop_flip_close(x, out, pad):
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    ok = torch.zeros(n, dtype=torch.bool)
+    for dy in range(2 * pad + 1):
+        for dx in range(2 * pad + 1):
+            crop = padded[:, :, dy:dy + h, dx:dx + w]
+            for cand in (crop, crop.flip(3)):
+                ok |= torch.isclose(cand, out, rtol=1e-5, atol=1e-5).flatten(1).all(1)
+    assert ok.all(), f"{int((~ok).sum())} of {n} images are no pad-crop-flip of their normalised image"
+
+
+# -- scale augmentation -----------------------------------------------------------------------------
+def _scale_candidates(img, smin, smax, crop):
+    """Every output ScaleAugment may give, by definition: shorter side s in [smin, smax], the longer
+    side in proportion (either rounding), every crop position, mirrored or not -> (s, top, left, flip)."""
+    w, h = img.size
+    table = {}
+    for s in range(smin, smax + 1):
+        exact = max(w, h) * s / min(w, h)
+        for long in sorted({int(np.floor(exact)), int(np.ceil(exact))}):
+            size = (long, s) if w > h else (s, long)
+            arr = np.asarray(img.resize(size, Image.BILINEAR))
+            for top in range(size[1] - crop + 1):
+                for left in range(size[0] - crop + 1):
+                    view = arr[top:top + crop, left:left + crop]
+                    table.setdefault(view.tobytes(), []).append((s, top, left, 0))
+                    table.setdefault(view[:, ::-1].tobytes(), []).append((s, top, left, 1))
+    return table
+
+
+def test_scale_augment_is_a_random_crop_of_the_image_at_a_uniform_random_shorter_side():
+    rng_np = np.random.default_rng(0)
+    img = Image.fromarray(rng_np.integers(0, 256, (18, 24, 3), dtype=np.uint8))  # h=18 < w=24
+    smin, smax, crop = 16, 24, 12
+    aug = ScaleAugment([smin, smax], crop)
+    table = _scale_candidates(img, smin, smax, crop)
+    rng = random.Random(0)
+    draws = 900
+    scales, flips, tops = [], [], []
+    for _ in range(draws):
+        out = aug(img, rng)
+        assert out.dtype == torch.uint8 and tuple(out.shape) == (3, crop, crop)
+        key = out.permute(1, 2, 0).contiguous().numpy().tobytes()
+        assert key in table, "an output that is no crop of the image rescaled within the range"
+        cands = table[key]
+        assert len({c[0] for c in cands}) == 1, "ambiguous match"
+        s, top, left, flip = cands[0]
+        scales.append(s)
+        flips.append(flip)
+        tops.append(top)
+    counts = np.bincount(np.array(scales) - smin, minlength=smax - smin + 1)
+    per = draws / (smax - smin + 1)
+    assert (counts > 0).all() and np.abs(counts - per).max() < 5 * per ** 0.5  # uniform over [smin, smax]
+    assert abs(np.mean(flips) - 0.5) < 0.06
+    assert min(tops) == 0 and max(tops) > 0
+
+
+def test_scale_augment_is_a_function_of_the_rng_and_handles_small_and_gray_images():
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (10, 14), dtype=np.uint8))
+    aug = ScaleAugment([16, 20], 16)
+    a = [aug(img, random.Random(5)) for _ in range(2)]
+    assert torch.equal(a[0], a[1]) and tuple(a[0].shape) == (1, 16, 16)
+    assert not all(torch.equal(aug(img, random.Random(5)), aug(img, random.Random(k))) for k in range(6, 12))
+
+
+# -- PCA lighting ------------------------------------------------------------------------------------
+# The eigen-decomposition of ImageNet's RGB covariance (pixels in [0, 1]) that the ResNet authors'
+# training code uses (fb.resnet.torch, datasets/imagenet.lua); eigenvectors are the COLUMNS.
+EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045], dtype=torch.float64)
+EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009],
+                       [-0.5808, -0.0045, -0.8140],
+                       [-0.5836, -0.6948, 0.4203]], dtype=torch.float64)
+
+
+def _coordinates(rgb):
+    """c with rgb = sum_j c_j v_j for each row (the published vectors are orthonormal to 4 digits only)."""
+    return torch.linalg.solve(EIGVEC, rgb.T).T
+
+
+def test_pca_lighting_adds_eigenvector_noise_scaled_by_the_eigenvalues():
+    n, alphastd, std = 6000, 0.1, 0.25
+    x = torch.randn(n, 3, 2, 3, generator=_gen(8))
+    out = lighting(x, alphastd, _gen(9), torch.tensor([std]).reshape(1, 1, 1))
+    added = (out - x).double()
+    # one colour offset per image, the same at every pixel
+    assert torch.allclose(added, added[:, :, :1, :1].expand_as(added), atol=1e-6)
+    rgb = added[:, :, 0, 0] * std  # back to [0, 1] pixel units
+    # coordinates along the eigenvectors, in units of the eigenvalues: alpha ~ N(0, alphastd) each
+    alpha = _coordinates(rgb) / EIGVAL
+    assert torch.allclose((alpha * EIGVAL) @ EIGVEC.T, rgb, atol=1e-7)  # offset = sum_j alpha_j lambda_j v_j
+    assert alpha.mean(0).abs().max() < 4 * alphastd / n ** 0.5
+    assert ((alpha.std(0) / alphastd) - 1).abs().max() < 0.05
+    corr = torch.corrcoef(alpha.T)
+    assert (corr - torch.eye(3, dtype=corr.dtype)).abs().max() < 0.06  # independent draws
+    assert alpha.std(1).gt(0).all()
+
+
+def test_pca_lighting_off_for_zero_std_and_gray_images_and_seeded():
+    x = torch.randn(4, 3, 2, 2)
+    assert torch.equal(lighting(x, 0.0, _gen(1)), x)
+    gray = torch.randn(4, 1, 2, 2)
+    assert torch.equal(lighting(gray, 0.1, _gen(1)), gray)
+    assert torch.equal(lighting(x, 0.1, _gen(3)), lighting(x, 0.1, _gen(3)))
+    assert not torch.equal(lighting(x, 0.1, _gen(3)), x)
+
+
+@pytest.mark.parametrize("std", [None, 0.5])
+def test_pca_lighting_scale_follows_the_normaliser_std(std):
+    x = torch.zeros(2000, 3, 1, 1)
+    out = lighting(x, 0.2, _gen(4), None if std is None else torch.tensor([[[std]]]))
+    rgb = out[:, :, 0, 0].double() * (1.0 if std is None else std)
+    alpha = _coordinates(rgb) / EIGVAL
+    assert ((alpha.std(0) / 0.2) - 1).abs().max() < 0.08
