@@ -4,32 +4,42 @@ Every decoder gives the pixels PIL gives: (C, H, W) uint8 with C 1 (grayscale) o
 alpha dropped). A file that cannot be decoded raises :class:`BadImage`; callers name it and
 skip it or fail (:func:`bad_image_error`). Many images are decoded in chunks by a small thread
 pool (:func:`decoding_pool`, :func:`decode_chunk`) and gathered into one tensor (:class:`Gather`).
+
+Hostile files are bounded: only regular files are opened (a FIFO would block forever, a device
+never end), none larger than ``$RESLAB_MAX_MEMBER_BYTES``, and an image's width and height are
+read from its header and checked against ``$RESLAB_MAX_IMAGE_PIXELS`` before any decoder
+allocates its pixels (:mod:`.limits`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import logging
 import os
+import re
+import stat
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..errors import ReslabError
+from . import limits
 
 if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = ["GRAY_MODES", "BadImage", "bad_image_error", "decode_bytes", "decode_file", "probe_mode", "open_image",
-           "decoding_pool", "decode_chunk", "Gather", "DecodedImages", "decoded_count"]
+           "open_regular", "not_regular", "stat_problem", "image_size_of", "decoding_pool", "decode_chunk", "Gather", "DecodedImages",
+           "decoded_count", "ODD_SIZE_SHARE"]
 
 log = logging.getLogger(__name__)
 
@@ -62,64 +72,209 @@ def _torchvision_decoder():
     return functools.partial(decode_image, mode=ImageReadMode.UNCHANGED)
 
 
-def decode_bytes(data: bytes) -> torch.Tensor:
-    """(C, H, W) uint8 with C 1 (grayscale) or 3; the same pixels PIL gives for the file."""
-    palette_png = data.startswith(_PNG) and len(data) > 25 and data[25] == 3  # IHDR colour type 3
-    decode = _torchvision_decoder()
-    if decode is not None and (data.startswith(_JPEG) or (data.startswith(_PNG) and not palette_png)):
+# ---------------------------------------------------------------------------------------------
+# Bounds: regular files only, file size, image dimensions from the header
+
+
+def not_regular(mode: int) -> str:
+    """What a non-regular file is, for messages: ``a FIFO``, ``a device``, ..."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def stat_problem(path: str, e: OSError) -> str:
+    """Why ``os.stat(path)`` failed, for messages: a symbolic link loop, a dangling link, ..."""
+    if e.errno == errno.ELOOP:
+        return "a symbolic link loop"
+    if e.errno == errno.ENOENT and os.path.islink(path):
         try:
-            x = decode(torch.frombuffer(bytearray(data), dtype=torch.uint8))
-        except RuntimeError as e:
-            raise BadImage(str(e).strip().splitlines()[-1]) from None
-        if x.dtype == torch.uint8 and x.dim() == 3:
-            if x.shape[0] in (1, 3):
-                return x
-            if data.startswith(_PNG) and x.shape[0] in (2, 4):  # drop alpha, as PIL's convert does
-                return x[: x.shape[0] - 1].contiguous()
-        # palette and 16-bit PNGs: PIL's conversions are the reference
+            return f"a dangling symbolic link to {os.readlink(path)!r}"
+        except OSError:
+            return "a dangling symbolic link"
+    return e.strerror or str(e)
+
+
+def open_regular(path: str) -> IO[bytes]:
+    """``path`` opened for reading if it is a regular file (symbolic links followed) no larger
+    than ``$RESLAB_MAX_MEMBER_BYTES``; anything else raises :class:`BadImage` without being opened
+    (a FIFO would block, a device never end)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise BadImage(stat_problem(path, e)) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BadImage(f"not a regular file but {not_regular(st.st_mode)}")
+    limit = limits.max_member_bytes()
+    if st.st_size > limit:
+        raise BadImage(f"the file is {limits.human_bytes(st.st_size)}, over the {limits.human_bytes(limit)} limit per "
+                       f"image file; raise ${limits.MEMBER_ENV} if it is genuine")
+    try:  # O_NONBLOCK: should it have been swapped for a FIFO since, opening it does not block
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise BadImage(stat_problem(path, e)) from None
+    f = os.fdopen(fd, "rb")
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+        f.close()
+        raise BadImage("the file changed while it was opened; try again")
+    return f
+
+
+def _jpeg_size(f: IO[bytes]) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header (SOFn), reading only the segment headers before
+    it; None where the markers do not lead to one (the decoder then judges the file)."""
+    f.seek(2)
+    while True:
+        b = f.read(1)
+        if b != b"\xff":
+            return None
+        while b == b"\xff":  # fill bytes
+            b = f.read(1)
+        if not b:
+            return None
+        m = b[0]
+        if m == 0x01 or 0xD0 <= m <= 0xD8:  # standalone markers
+            continue
+        if m in (0xD9, 0xDA):  # end of image, start of scan: no frame header before them
+            return None
+        head = f.read(2)
+        if len(head) < 2:
+            return None
+        n = int.from_bytes(head, "big")
+        if m in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            sof = f.read(5)
+            return (int.from_bytes(sof[3:5], "big"), int.from_bytes(sof[1:3], "big")) if len(sof) == 5 else None
+        if n < 2:
+            return None
+        f.seek(n - 2, io.SEEK_CUR)
+
+
+def image_size_of(head: bytes, f: IO[bytes] | None = None) -> tuple[int, int] | None:
+    """(width, height) of a PNG or JPEG from its header (``head``: its first bytes; ``f``: the
+    whole file, for a JPEG's segments), None for other formats or a header that does not parse."""
+    if head.startswith(_PNG):
+        if len(head) >= 24 and head[8:16] == b"\x00\x00\x00\rIHDR":
+            return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        return None
+    if head.startswith(_JPEG):
+        return _jpeg_size(f if f is not None else io.BytesIO(head))
+    return None
+
+
+def _check_pixels(size: tuple[int, int]) -> None:
+    w, h = size
+    limit = limits.max_image_pixels()
+    if w * h > limit:
+        raise BadImage(f"{w}x{h} is {w * h:,} pixels, over the {limit:,}-pixel limit that guards against "
+                       f"decompression bombs; raise ${limits.PIXELS_ENV} if the image is genuine")
+
+
+def _sync_pil_limit(limit: int) -> None:
+    # PIL refuses (in Image.open) images over twice Image.MAX_IMAGE_PIXELS: let a raised reslab limit
+    # through. It never lowers PIL's own bound; reslab's check applies either way.
     from PIL import Image
 
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limit:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _pil_open(source: IO[bytes]) -> Image.Image:
+    """``Image.open`` (header only) with the pixel bound checked; BadImage if it fails."""
+    from PIL import Image
+
+    if (size := image_size_of(source.read(32), source)) is not None:
+        _check_pixels(size)  # PIL's own bomb error would not say the size
+    source.seek(0)
+    _sync_pil_limit(limits.max_image_pixels())
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            img = im.convert("L" if im.mode in GRAY_MODES else "RGB")
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        im = Image.open(source)
+    except Image.DecompressionBombError as e:
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise BadImage(f"{pixels}, over the {limits.max_image_pixels():,}-pixel limit that guards against "
+                       f"decompression bombs; raise ${limits.PIXELS_ENV} if the image is genuine") from None
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError...
         raise BadImage(str(e) or type(e).__name__) from None
+    try:
+        _check_pixels(im.size)
+    except BadImage:
+        im.close()
+        raise
+    return im
+
+
+def decode_bytes(data: bytes) -> torch.Tensor:
+    """(C, H, W) uint8 with C 1 (grayscale) or 3; the same pixels PIL gives for the file.
+
+    Raises:
+        BadImage: Not an image, truncated, or over ``$RESLAB_MAX_IMAGE_PIXELS`` (judged from its header).
+    """
+    palette_png = data.startswith(_PNG) and len(data) > 25 and data[25] == 3  # IHDR colour type 3
+    decode = _torchvision_decoder()
+    size = image_size_of(data)
+    if size is not None:
+        _check_pixels(size)  # before torchvision, which checks nothing, allocates the pixels
+        if decode is not None and not palette_png:
+            try:
+                x = decode(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            except RuntimeError as e:
+                raise BadImage(str(e).strip().splitlines()[-1]) from None
+            if x.dtype == torch.uint8 and x.dim() == 3:
+                if x.shape[0] in (1, 3):
+                    return x
+                if data.startswith(_PNG) and x.shape[0] in (2, 4):  # drop alpha, as PIL's convert does
+                    return x[: x.shape[0] - 1].contiguous()
+            # palette and 16-bit PNGs: PIL's conversions are the reference
+    with _pil_open(io.BytesIO(data)) as im:
+        try:
+            img = im.convert("L" if im.mode in GRAY_MODES else "RGB")
+        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError...
+            raise BadImage(str(e) or type(e).__name__) from None
     array = np.asarray(img)
     return torch.from_numpy(array.copy()).reshape(img.height, img.width, -1).permute(2, 0, 1).contiguous()
 
 
 def decode_file(path: str) -> torch.Tensor:
-    """:func:`decode_bytes` of a file."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise BadImage(e.strerror or str(e)) from None
+    """:func:`decode_bytes` of a regular file (:func:`open_regular`)."""
+    with open_regular(path) as f:
+        head = f.read(32)
+        if (size := image_size_of(head, f)) is not None:
+            _check_pixels(size)  # before reading the rest
+        f.seek(0)
+        try:
+            data = f.read()
+        except OSError as e:
+            raise BadImage(e.strerror or str(e)) from None
     return decode_bytes(data)
 
 
 def probe_mode(path: str) -> str:
-    """The PIL mode of an image file, from its header alone."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.mode
-    except Exception as e:
-        raise BadImage(str(e) or type(e).__name__) from None
+    """The PIL mode of a regular image file, from its header alone (dimensions checked too)."""
+    with open_regular(path) as f, _pil_open(f) as im:
+        return im.mode
 
 
 def open_image(path: str, mode: str) -> Image.Image:
-    """An image file decoded by PIL and converted to ``mode``.
+    """A regular image file decoded by PIL and converted to ``mode``.
 
     Raises:
-        ReslabError: The file is unreadable, truncated or not an image (the message names it).
+        ReslabError: The file is not a regular file, is unreadable, truncated, not an image, or over
+            ``$RESLAB_MAX_IMAGE_PIXELS`` (the message names it, and the variable).
     """
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
-            return im.convert(mode)
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        with open_regular(path) as f, _pil_open(f) as im:
+            try:
+                return im.convert(mode)
+            except Exception as e:  # PIL raises OSError, SyntaxError, ValueError...
+                raise BadImage(str(e) or type(e).__name__) from None
+    except BadImage as e:
         raise ReslabError(f"cannot decode image {path} ({e}); replace or delete the file") from None
 
 
@@ -138,6 +293,8 @@ def decoding_pool() -> Iterator[ThreadPoolExecutor]:
         with warnings.catch_warnings():  # entered once here, not in the worker threads
             warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
                                     category=DeprecationWarning)
+            # PIL warns of images over its own bound, which is reslab's (_sync_pil_limit): they are refused anyway
+            warnings.filterwarnings("ignore", message="Image size .* could be decompression bomb")
             # Two threads: the decoders release the GIL (decoding in memory: 49 vs 72 us an image).
             # With the file reads and another job on the second core, the 60k CIFAR-10 JPEGs took
             # 10.4 s vs 10.1 s with one thread here: no loss, and a gain where a core is free.
@@ -173,24 +330,70 @@ class DecodedImages:
     sizes: dict[str, int]  # images per split
     skipped: list[list[str]]  # [name, reason]
     classes: list[str]
+    resized: list[str] = field(default_factory=list)  # odd-sized images resized to the others' size
+
+
+ODD_SIZE_SHARE = 0.01
+"""Images of a folder held in memory may differ from the size most of them share up to this share
+(one in a hundred): those few are resized to it, and reported. Beyond it the folder is of mixed
+sizes: streamed from disk (or refused where it must be held in memory)."""
+
+_EARLY_ODD_CHECK = 200  # an archive (its image count unknown) may give up early after this many images
 
 
 def _hw(hw: tuple[int, int]) -> str:
     return f"{hw[0]}x{hw[1]}"
 
 
+def _fit(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """``x`` resized (bilinear, antialiased) to cover ``hw``, keeping its aspect, then centre-cropped to it."""
+    from torchvision.transforms.v2 import functional as TF  # heavy: imported when first needed
+
+    h, w = x.shape[-2:]
+    scale = max(hw[0] / h, hw[1] / w)
+    size = [max(hw[0], round(h * scale)), max(hw[1], round(w * scale))]
+    return TF.center_crop(TF.resize(x, size, antialias=True), list(hw))
+
+
 class Gather:
-    """Takes decoded images in any order: one size for all (else stream or fail), the memory bound
-    ``max_bytes``, bad files (skip or fail), colour wins over grayscale. ``add`` returns False to give up."""
+    """Takes decoded images in any order: bad files (skip or fail), colour wins over grayscale, the
+    memory bound ``max_bytes``, and one size for all: a few odd-sized images (:data:`ODD_SIZE_SHARE`)
+    are resized to the size the others share, more mean streaming (or failing where it is not
+    allowed). ``take`` returns False to give up (stream instead), as :meth:`result` returns None."""
 
     def __init__(self, where: str, skip_bad: bool, may_stream: bool, expected: int | None, max_bytes: int) -> None:
         self.where, self.skip_bad, self.may_stream, self.expected = where, skip_bad, may_stream, expected
         self.max_bytes = max_bytes
         self.images: dict[int, torch.Tensor] = {}
+        self.names: dict[int, str] = {}
         self.skipped: dict[int, list[str]] = {}
-        self.first: tuple[str, tuple[int, int]] | None = None
+        self.counts: Counter[tuple[int, int]] = Counter()
+        self.example: dict[tuple[int, int], str] = {}  # the first image of each size
+        self.common: tuple[int, int] = (0, 0)  # the size most images have so far
         self.nbytes = 0
         self.color = False
+
+    def _odd(self) -> int:
+        return len(self.images) - self.counts[self.common]
+
+    def _allowed(self, n: int) -> int:
+        return int(n * ODD_SIZE_SHARE)
+
+    def _mixed(self) -> ReslabError:
+        """The error for images of mixed sizes that must be held in memory."""
+        (a, _), (b, _) = self.counts.most_common(2)
+        return ReslabError(
+            f"images in {self.where} differ in size ({self.example[a]} is {_hw(a)}, {self.example[b]} is {_hw(b)}; "
+            f"{self._odd()} of {len(self.images)} are not {_hw(self.common)}); pass image_size to resize them, or "
+            "stream them (stream=True)")
+
+    def _give_up(self) -> bool:
+        """False; a mixed-size folder that must be held in memory raises instead."""
+        if not self.may_stream:
+            raise self._mixed()
+        (a, _), (b, _) = self.counts.most_common(2)
+        log.info("images differ in size (%s, %s): streaming them from disk", self.example[a], self.example[b])
+        return False
 
     def add(self, i: int, name: str, x: torch.Tensor | None, why: str) -> bool:
         if x is None:
@@ -200,21 +403,23 @@ class Gather:
             self.skipped[i] = [name, why]
             return True
         hw = (x.shape[1], x.shape[2])
-        if self.first is None:
-            self.first = (name, hw)
-        elif hw != self.first[1]:
-            if self.may_stream:
-                log.info("images differ in size (%s, %s): streaming them from disk", self.first[0], name)
-                return False
-            raise ReslabError(
-                f"images in {self.where} differ in size ({self.first[0]} is {_hw(self.first[1])}, {name} is "
-                f"{_hw(hw)}); pass image_size to resize them, or stream them (stream=True)")
+        self.counts[hw] += 1
+        self.example.setdefault(hw, name)
+        if self.counts[hw] > self.counts[self.common]:
+            self.common = hw
+        self.images[i], self.names[i] = x, name
         self.nbytes += 3 * hw[0] * hw[1]
-        if self.may_stream and max(self.nbytes, 3 * hw[0] * hw[1] * (self.expected or 0)) > self.max_bytes:
+        self.color |= x.shape[0] == 3
+        if len(self.counts) > 1:
+            # A folder's image count is known: past its share of odd sizes it is of mixed sizes. An
+            # archive's is not: judged by the images so far, once there are enough of them.
+            n = self.expected if self.expected is not None else len(self.images)
+            if (self.expected is not None or n >= _EARLY_ODD_CHECK) and self._odd() > self._allowed(n):
+                return self._give_up()
+        projected = 3 * self.common[0] * self.common[1] * (self.expected or 0)
+        if self.may_stream and max(self.nbytes, projected) > self.max_bytes:
             log.info("%s would take over %d bytes in memory: streaming it from disk", self.where, self.max_bytes)
             return False
-        self.color |= x.shape[0] == 3
-        self.images[i] = x
         return True
 
     def take(self, results: list[tuple[int, torch.Tensor | None, str]], name_of: Callable[[int], str]) -> bool:
@@ -223,17 +428,34 @@ class Gather:
         _decodes += len(results)
         return all(self.add(i, name_of(i), x, why) for i, x, why in results)
 
-    def result(self, splits: dict[str, list[tuple[int, int]]], classes: list[str]) -> DecodedImages:
-        """The images in the order of ``splits`` ("train"/"val"/"test" -> (index, label) pairs)."""
+    def result(self, splits: dict[str, list[tuple[int, int]]], classes: list[str]) -> DecodedImages | None:
+        """The images in the order of ``splits`` ("train"/"val"/"test" -> (index, label) pairs); None:
+        they differ in size too much to be held in memory (stream them)."""
         if not self.images:
             raise ReslabError(f"no image in {self.where} could be decoded; check the files")
+        if self._odd() > self._allowed(len(self.images)):
+            self._give_up()  # raises where streaming is not allowed
+            return None
         channels = 3 if self.color else 1
         order = [(i, y) for split in splits.values() for i, y in split if i in self.images]
-        h, w = self.first[1]
+        h, w = self.common
         images = torch.empty((len(order), channels, h, w), dtype=torch.uint8)
+        resized = []
         for k, (i, _) in enumerate(order):
-            images[k] = self.images[i]  # broadcasts a grayscale image to all three channels
+            x = self.images[i]
+            if x.shape[1:] != (h, w):
+                x = _fit(x, (h, w))
+                resized.append(self.names[i])
+            images[k] = x  # broadcasts a grayscale image to all three channels
+        if resized:
+            report_resized(self.where, resized, len(order), (h, w))
         sizes = {split: sum(1 for i, _ in items if i in self.images) for split, items in splits.items()}
         skipped = [self.skipped[i] for split in splits.values() for i, _ in split if i in self.skipped]
         labels = torch.tensor([y for _, y in order], dtype=torch.long)
-        return DecodedImages(images, labels, sizes, skipped, list(classes))
+        return DecodedImages(images, labels, sizes, skipped, list(classes), resized)
+
+
+def report_resized(where: str, resized: list[str], total: int, hw: tuple[int, int]) -> None:
+    """The one-line warning for odd-sized images resized to the size the others share."""
+    log.warning("%s: %d of %d images are not %s like the rest (e.g. %s); resized them to %s (pass image_size to "
+                "choose the size)", where, len(resized), total, _hw(hw), resized[0], _hw(hw))

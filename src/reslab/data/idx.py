@@ -16,6 +16,7 @@ import torch
 from ..errors import ReslabError
 from ..io import atomic_path
 from . import download as dl
+from . import limits
 from .registry import LoadOptions, register_dataset
 from .splits import DatasetSplits, TensorImages, in_memory_splits
 
@@ -64,8 +65,19 @@ def parse_idx(data: bytes, *, name: str = "IDX data") -> torch.Tensor:
 
 def _read_bytes(path: Path) -> bytes:
     try:
-        raw = path.read_bytes()
-        return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+            f.seek(0)
+            if not gzipped:
+                return f.read()
+            limit = limits.max_member_bytes()  # a gzip bomb stops here, not in memory
+            with gzip.GzipFile(fileobj=f, mode="rb") as gz:
+                data = gz.read(limit + 1)
+        if len(data) > limit:
+            raise ReslabError(f"{path} decompresses to over {limits.human_bytes(limit)}, more than an IDX file of "
+                              f"reslab's datasets; replace it with the official file (or, if it is genuine, raise "
+                              f"${limits.MEMBER_ENV})")
+        return data
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise ReslabError(f"{path} is a truncated or corrupt gzip file ({e}); replace it with the official file") from None
     except OSError as e:

@@ -4,8 +4,13 @@ or a .tar.gz/.tgz/.tar/.zip archive of one.
 Held in memory when the images share one size and fit (:data:`MAX_IN_MEMORY_BYTES`): decoded once
 by a small thread pool (a folder file by file, an archive straight from the archive) and cached
 as a uint8 tensor file keyed by the path and the names, sizes and mtimes of the files (an
-archive: its size and mtime). Otherwise streamed from disk (:class:`FileImages`), an archive
-extracted into the cache first.
+archive: its size and mtime). A few odd-sized images (:data:`~.decode.ODD_SIZE_SHARE`) are
+resized to the size the others share, and reported. Otherwise streamed from disk
+(:class:`FileImages`), an archive's images extracted into the cache first.
+
+Hostile input is bounded (:mod:`.limits`): archive members are checked from their headers before
+they are read or extracted, and only images are extracted; only regular files are opened; image
+dimensions are checked from the header before decoding; folder symlink loops are not followed.
 """
 
 from __future__ import annotations
@@ -15,9 +20,7 @@ import logging
 import os
 import re
 import shutil
-import tarfile
-import zipfile
-import zlib
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -40,7 +43,10 @@ from .decode import (
     decode_file,
     decoded_count,
     decoding_pool,
+    not_regular,
     probe_mode,
+    report_resized,
+    stat_problem,
 )
 from .registry import LoadOptions, register_dataset
 from .splits import DatasetSplits, FileImages, TensorImages, split_train
@@ -66,6 +72,10 @@ def _is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _is_image_path(path: str) -> bool:
+    return _is_image_name(path.rsplit("/", 1)[-1])
+
+
 # ---------------------------------------------------------------------------------------------
 # Listing and layout
 
@@ -77,12 +87,14 @@ class _Layout:
     splits: dict[str, list[tuple[int, int]]]  # "train"/"val"/"test" -> (index into the listing, label)
 
 
-def _layout(rels: list[str], where: str) -> _Layout:
+def _layout(rels: list[str], where: str, dirs: set[str] | frozenset[str] = frozenset()) -> _Layout:
     """Classes and splits of a listing of image paths ('/'-separated, relative to the root).
 
     ``<class>/<image>`` is one training set; ``train/<class>/<image>`` with optional ``val/`` and
     ``test/`` gives splits. A single folder wrapping the whole tree (an archive of
     ``cifar10/train/...``) is looked through. Images in subfolders of a class folder belong to it.
+    Class folders among ``dirs`` (every folder of the tree) without images are reported; a tree
+    with fewer than two classes is refused.
     """
     parts = [r.split("/") for r in rels]
     depth = 0
@@ -109,6 +121,20 @@ def _layout(rels: list[str], where: str) -> _Layout:
                           f"<class>/<image> or train/<class>/<image> (with test/, val/)")
     if loose:
         log.warning("%s: ignoring %d images outside the class folders", where, loose)
+    empty = []  # class folders without images, as "cls" or "train/cls"
+    for d in sorted(dirs):
+        q = d.split("/")
+        rest = q[depth:]
+        if q[:depth] != parts[0][:depth]:
+            continue
+        if split_mode and len(rest) == 2 and rest[0] in ("train", "val", "test"):
+            if rest[1] not in found.get(rest[0], {}):
+                empty.append("/".join(rest))
+        elif not split_mode and len(rest) == 1 and rest[0] not in found["train"]:
+            empty.append(rest[0])
+    if empty:
+        log.warning("%s: ignoring empty class folder%s %s (no %s images in %s)", where, "s" * (len(empty) > 1),
+                    ", ".join(f"{e}/" for e in empty), "/".join(IMAGE_EXTENSIONS), "them" if len(empty) > 1 else "it")
     classes = sorted(found["train"])
     index = {c: k for k, c in enumerate(classes)}
     splits: dict[str, list[tuple[int, int]]] = {}
@@ -120,13 +146,28 @@ def _layout(rels: list[str], where: str) -> _Layout:
                               "the same class folders")
         splits[split] = [(i, index[c]) for c in sorted(found[split], key=index.__getitem__)
                          for i in sorted(found[split][c], key=rels.__getitem__)]
+    if len(found["train"]) < 2:
+        (only,) = found["train"]
+        raise ReslabError(f"{where} has one class folder ({only}/); a classifier needs at least two: add a folder of "
+                          "images for each class")
     prefix = "/".join(parts[0][:depth]) + "/" if depth else ""
     return _Layout(prefix, classes, splits)
 
 
-def _list_folder(root: Path) -> tuple[list[str], list[tuple[int, int]]]:
-    """Image paths under ``root`` (relative, '/'-separated, sorted) and their (size, mtime_ns)."""
-    rels, stats = [], []
+@dataclass
+class _Listing:
+    rels: list[str]  # image paths, relative, '/'-separated, sorted
+    stats: list[tuple[int, int]]  # their (size, mtime_ns)
+    dirs: set[str]  # every folder, relative
+    bad: dict[int, str]  # index into rels -> why it cannot be opened (dangling link, FIFO, ...)
+
+
+def _list_folder(root: Path) -> _Listing:
+    """The images under ``root``. Only their names and stats are read: an image path that is not a
+    regular file (a FIFO, a device, a dangling or looping symbolic link) is listed as bad, never
+    opened; a symbolic link back to a folder already listed is not followed again."""
+    rels, stats, dirs, why = [], [], set(), {}
+    seen = {(root.stat().st_dev, root.stat().st_ino)}  # folders listed, to list none twice
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -138,28 +179,45 @@ def _list_folder(root: Path) -> tuple[list[str], list[tuple[int, int]]]:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir():
+            try:
+                folder = entry.stat() if entry.is_dir() else None
+            except OSError:  # a symbolic link loop: no folder to list
+                folder = None
+            if folder is not None:
+                key = (folder.st_dev, folder.st_ino)
+                if key in seen:
+                    log.warning("%s: not following %s again (a symbolic link to a folder already listed)", root, rel)
+                    continue
+                seen.add(key)
+                dirs.add(rel)
                 stack.append(rel)
             elif _is_image_name(entry.name):
-                st = entry.stat()
+                try:
+                    st = entry.stat()
+                    if not stat.S_ISREG(st.st_mode):
+                        why[rel] = f"not a regular file but {not_regular(st.st_mode)}"
+                except OSError as e:
+                    st = entry.stat(follow_symlinks=False)
+                    why[rel] = stat_problem(entry.path, e)
                 rels.append(rel)
                 stats.append((st.st_size, st.st_mtime_ns))
     order = sorted(range(len(rels)), key=rels.__getitem__)
-    return [rels[i] for i in order], [stats[i] for i in order]
+    rels = [rels[i] for i in order]
+    return _Listing(rels, [stats[i] for i in order], dirs, {k: why[r] for k, r in enumerate(rels) if r in why})
 
 
-def _archive_members(archive: Path) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of the image files in a tar or zip archive, in archive order."""
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                if not info.is_dir() and _is_image_name(info.filename.rsplit("/", 1)[-1]):
-                    yield info.filename.strip("/"), zf.read(info)
-        return
-    with tarfile.open(archive, "r|*") as tf:  # one sequential pass, no seeking
-        for member in tf:
-            if member.isfile() and _is_image_name(member.name.rsplit("/", 1)[-1]):
-                yield member.name.removeprefix("./").strip("/"), tf.extractfile(member).read()
+def _archive_members(archive: Path, dirs: set[str]) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of the image files in a tar or zip archive, in archive order, each checked from
+    its header before it is read (:func:`~.download.archive_members`); the archive's folders
+    (including those of its other files, never read) are added to ``dirs``."""
+    for name, is_dir, data in dl.archive_members(archive, select=_is_image_path):
+        if is_dir:
+            dirs.add(name)
+        elif data is None:
+            if "/" in name:
+                dirs.add(name.rsplit("/", 1)[0])
+        else:
+            yield name, data.read()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,6 +230,7 @@ def _resizer(image_size: int | None) -> Callable[[torch.Tensor], torch.Tensor] |
 
 def _decode_folder(root: Path, rels: list[str], layout: _Layout, image_size: int | None, skip_bad: bool,
                    may_stream: bool) -> DecodedImages | None:
+    # decode_file opens regular files only (the listing's bad entries fail there, named)
     wanted = [(i, str(root / rels[i])) for split in layout.splits.values() for i, _ in split]
     gather = Gather(str(root), skip_bad, may_stream, expected=len(wanted), max_bytes=MAX_IN_MEMORY_BYTES)
     chunks = [wanted[a:a + _CHUNK] for a in range(0, len(wanted), _CHUNK)]
@@ -187,6 +246,7 @@ def _decode_archive(archive: Path, image_size: int | None, skip_bad: bool, may_s
     """Decode an archived image folder straight from the archive: no files written."""
     gather = Gather(str(archive), skip_bad, may_stream, expected=None, max_bytes=MAX_IN_MEMORY_BYTES)
     rels: list[str] = []
+    dirs: set[str] = set()
     work = partial(decode_chunk, decode=decode_bytes, resize=_resizer(image_size))
 
     def drain(futures: list, keep: int) -> bool:
@@ -199,7 +259,7 @@ def _decode_archive(archive: Path, image_size: int | None, skip_bad: bool, may_s
         futures: list = []
         chunk: list[tuple[int, bytes]] = []
         try:
-            for name, data in _archive_members(archive):
+            for name, data in _archive_members(archive, dirs):
                 chunk.append((len(rels), data))
                 rels.append(name)
                 if len(chunk) == _CHUNK:
@@ -208,7 +268,10 @@ def _decode_archive(archive: Path, image_size: int | None, skip_bad: bool, may_s
                     if not drain(futures, keep=4):  # checks sizes early; bounds memory held in bytes
                         pool.shutdown(wait=True, cancel_futures=True)
                         return None
-        except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
+        except dl.ArchiveError:  # unsafe, or over a limit: refused from a header, before reading on
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        except dl.READ_ERRORS as e:
             pool.shutdown(wait=True, cancel_futures=True)
             raise dl.ArchiveError(f"archive {archive} is truncated or corrupt ({e}); replace it with a "
                                   "complete copy") from None
@@ -219,7 +282,7 @@ def _decode_archive(archive: Path, image_size: int | None, skip_bad: bool, may_s
     if not rels:
         raise ReslabError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in archive {archive}; expected "
                           "<class>/<image> or train/<class>/<image> members")
-    layout = _layout(rels, str(archive))
+    layout = _layout(rels, str(archive), dirs)
     return gather.result(layout.splits, layout.classes)
 
 
@@ -238,13 +301,13 @@ def _tensor_cache(kind: str, source: Path, image_size: int | None, state: str) -
             / f"{_slug(source.name)}-{kind}-{where}-{image_size or 'native'}-{state}.pt")
 
 
-def _read_cache(path: Path, skip_bad: bool) -> DecodedImages | None:
+def _read_cache(path: Path, skip_bad: bool, source: Path) -> DecodedImages | None:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         if payload.get("format") != _CACHE_FORMAT:
             raise ValueError("old cache format")
         decoded = DecodedImages(payload["images"], payload["labels"], dict(payload["sizes"]), list(payload["skipped"]),
-                           list(payload["classes"]))
+                                list(payload["classes"]), list(payload.get("resized", [])))
         if decoded.images.dtype != torch.uint8 or decoded.images.shape[0] != sum(decoded.sizes.values()):
             raise ValueError("inconsistent contents")
     except Exception as e:  # an unreadable cache is rebuilt, never trusted
@@ -253,12 +316,15 @@ def _read_cache(path: Path, skip_bad: bool) -> DecodedImages | None:
         return None
     if decoded.skipped and not skip_bad:
         raise bad_image_error(*decoded.skipped[0])
+    if decoded.resized:
+        report_resized(str(source), decoded.resized, decoded.images.shape[0],
+                       cast("tuple[int, int]", tuple(decoded.images.shape[2:])))
     return decoded
 
 
 def _write_cache(path: Path, decoded: DecodedImages) -> None:
     payload = {"format": _CACHE_FORMAT, "images": decoded.images, "labels": decoded.labels, "sizes": decoded.sizes,
-               "skipped": decoded.skipped, "classes": decoded.classes}
+               "skipped": decoded.skipped, "classes": decoded.classes, "resized": decoded.resized}
     try:
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
@@ -271,9 +337,10 @@ def _write_cache(path: Path, decoded: DecodedImages) -> None:
             old.unlink(missing_ok=True)
 
 
-def _cached(cache: Path, skip_bad: bool, decode: Callable[[], DecodedImages | None]) -> DecodedImages | None:
+def _cached(cache: Path, skip_bad: bool, source: Path, decode: Callable[[], DecodedImages | None]
+            ) -> DecodedImages | None:
     """The cached tensors, or ``decode()``'s, written to the cache (None: they are to be streamed)."""
-    decoded = _read_cache(cache, skip_bad) if cache.is_file() else None
+    decoded = _read_cache(cache, skip_bad, source) if cache.is_file() else None
     if decoded is None:
         decoded = decode()
         if decoded is not None:
@@ -293,21 +360,28 @@ def _extract_for_streaming(archive: Path) -> Path:
     extracted = dl.cache_dir() / "imagefolder" / "extracted"
     target = extracted / f"{stem}-{st.st_size:x}-{st.st_mtime_ns:x}"
     if not target.is_dir():
-        dl.extract_archive(archive, target)
+        dl.extract_archive(archive, target, select=_is_image_path)  # images only: nothing else is read
         for old in extracted.glob(f"{stem}-*"):  # extractions of an older state of the same archive
             if old != target and old.is_dir() and not old.name.startswith("."):
                 shutil.rmtree(old, ignore_errors=True)
     return target
 
 
-def _stream_splits(root: Path, rels: list[str], layout: _Layout, image_size: int | None, skip_bad: bool
-                   ) -> tuple[dict[str, TensorImages | FileImages], int, list[str]]:
+def _stream_splits(root: Path, rels: list[str], layout: _Layout, image_size: int | None, skip_bad: bool,
+                   unopenable: dict[int, str]) -> tuple[dict[str, TensorImages | FileImages], int, list[str]]:
     # Channels: 3 unless every image is grayscale; the probe reads headers only and stops at the
     # first colour image, unless skip_bad asks for every header to be checked. Files whose header
-    # is fine but whose data is not are found when loaded.
+    # is fine but whose data is not are found when loaded. Paths the listing found not to be
+    # regular files are refused (or skipped) first, never opened.
     skipped, bad = [], set()
+    for i in sorted(i for split in layout.splits.values() for i, _ in split if i in unopenable):
+        if not skip_bad:
+            raise bad_image_error(str(root / rels[i]), unopenable[i], verb="open")
+        log.warning("skipping image %s (%s)", root / rels[i], unopenable[i])
+        skipped.append(str(root / rels[i]))
+        bad.add(i)
     channels = 1
-    for i in (i for split in layout.splits.values() for i, _ in split):
+    for i in (i for split in layout.splits.values() for i, _ in split if i not in bad):
         try:
             mode = probe_mode(str(root / rels[i]))
         except BadImage as e:
@@ -337,7 +411,11 @@ def _source(path_text: str) -> tuple[Path, bool]:
     src = Path(path_text).expanduser().absolute()
     if not src.exists():
         raise ReslabError(f"image folder {src} does not exist; check the path after 'imagefolder:'")
-    is_archive = src.is_file()
+    st = src.stat()
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise ReslabError(f"{src} is {not_regular(st.st_mode)}, neither a folder nor a .tar.gz/.tgz/.tar/.zip "
+                          "archive of one; reslab opens only regular files")
+    is_archive = stat.S_ISREG(st.st_mode)
     if is_archive and not dl.is_archive(src):
         raise ReslabError(f"{src} is neither a folder nor a .tar.gz/.tgz/.tar/.zip archive of one")
     src = src.resolve()
@@ -354,7 +432,7 @@ def load_imagefolder(path: str, options: LoadOptions) -> DatasetSplits:
     src, is_archive = _source(path)
     image_size, skip_bad, stream = options.image_size, options.skip_bad, options.stream
     info: dict[str, Any] = {"root": str(src), "source": "archive" if is_archive else "folder", "skipped": [],
-                            "decoded": 0, "cache_file": None}
+                            "resized": [], "decoded": 0, "cache_file": None}
     decoded: DecodedImages | None = None
     listing = None
     if stream is not True:
@@ -362,17 +440,19 @@ def load_imagefolder(path: str, options: LoadOptions) -> DatasetSplits:
         if is_archive:
             st = src.stat()
             cache = _tensor_cache("tar", src, image_size, f"{_CACHE_FORMAT}\n{st.st_size}\n{st.st_mtime_ns}")
-            decoded = _cached(cache, skip_bad, lambda: _decode_archive(src, image_size, skip_bad, stream is None))
+            decoded = _cached(cache, skip_bad, src,
+                              lambda: _decode_archive(src, image_size, skip_bad, stream is None))
         else:
-            rels, stats = _list_folder(src)
+            found = _list_folder(src)
+            rels = found.rels
             if not rels:
                 raise ReslabError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {src}; expected "
                                   f"{src}/<class>/<image> or {src}/train/<class>/<image>")
-            layout = _layout(rels, str(src))
-            listing = (src, rels, layout)
-            state = f"{_CACHE_FORMAT}\n" + "".join(f"{r}\t{n}\t{t}\n" for r, (n, t) in zip(rels, stats))
+            layout = _layout(rels, str(src), found.dirs)
+            listing = (src, found, layout)
+            state = f"{_CACHE_FORMAT}\n" + "".join(f"{r}\t{n}\t{t}\n" for r, (n, t) in zip(rels, found.stats))
             cache = _tensor_cache("dir", src, image_size, state)
-            decoded = _cached(cache, skip_bad,
+            decoded = _cached(cache, skip_bad, src,
                               lambda: _decode_folder(src, rels, layout, image_size, skip_bad, stream is None))
         info["decoded"] = decoded_count() - before
         if decoded is not None:
@@ -382,6 +462,7 @@ def load_imagefolder(path: str, options: LoadOptions) -> DatasetSplits:
         classes, channels = decoded.classes, decoded.images.shape[1]
         size = cast("tuple[int, int]", tuple(decoded.images.shape[2:]))  # images are (N, C, H, W)
         info["skipped"] = [name for name, _ in decoded.skipped]
+        info["resized"] = list(decoded.resized)
         splits: dict[str, TensorImages | FileImages] = {}
         start = 0
         for split_name, n in decoded.sizes.items():
@@ -390,13 +471,13 @@ def load_imagefolder(path: str, options: LoadOptions) -> DatasetSplits:
     else:
         if listing is None:
             root = _extract_for_streaming(src) if is_archive else src
-            rels, _ = _list_folder(root)
-            if not rels:
+            found = _list_folder(root)
+            if not found.rels:
                 raise ReslabError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {src}; expected "
                                   "<class>/<image> or train/<class>/<image>")
-            listing = (root, rels, _layout(rels, str(src)))
-        root, rels, layout = listing
-        splits, channels, info["skipped"] = _stream_splits(root, rels, layout, image_size, skip_bad)
+            listing = (root, found, _layout(found.rels, str(src), found.dirs))
+        root, found, layout = listing
+        splits, channels, info["skipped"] = _stream_splits(root, found.rels, layout, image_size, skip_bad, found.bad)
         classes, size = layout.classes, None
         info["root"] = str(root / layout.prefix) if layout.prefix else str(root)
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import torch
 
+from ..errors import ReslabError
 from .transforms import Normalizer, lighting, pad_crop_flip
 
 __all__ = ["TensorLoader", "FileLoader", "batch_generator", "epoch_permutation"]
@@ -148,10 +150,23 @@ class _FileDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         rng = random.Random(_mix(self.seed, self.epoch, i, 3)) if self.train else None
-        return self.transform(self.files.load(i), rng), self.files.samples[i][1]
+        try:
+            image = self.files.load(i)
+        except ReslabError as e:  # a bad file: raised again, as it is, by the main process
+            return _Failed(str(e)), -1
+        return self.transform(image, rng), self.files.samples[i][1]
+
+
+class _Failed(NamedTuple):
+    """A worker's user error, carried to the main process (which would otherwise see it wrapped in
+    a worker traceback)."""
+
+    message: str
 
 
 def _collate(items):
+    if failed := next((x for x, _ in items if isinstance(x, _Failed)), None):
+        return failed
     return torch.stack([i[0] for i in items]), torch.tensor([i[1] for i in items])
 
 
@@ -201,7 +216,10 @@ class FileLoader(_Batches):
             pin_memory=self.device.type == "cuda", persistent_workers=False,
             collate_fn=_collate,
         )
-        for b, (x, y) in enumerate(loader, start=start_batch):
+        for b, batch in enumerate(loader, start=start_batch):
+            if isinstance(batch, _Failed):
+                raise ReslabError(batch.message)
+            x, y = batch
             x = self.normalizer(x.to(self.device, non_blocking=True))
             if self.train and self.lighting_std > 0:
                 x = lighting(x, self.lighting_std, batch_generator(self.seed, self.epoch, b, self.device), self.normalizer.std)

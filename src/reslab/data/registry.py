@@ -159,8 +159,9 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, val_si
             and ``Fashion-MNIST`` too (:func:`list_datasets`). An image folder held in
             memory is decoded once and cached as a uint8 tensor file, keyed by its path and the
             names, sizes and mtimes of its files (an archive: its path, size and mtime); an
-            archive is decoded straight from the archive, and extracted into the cache only
-            when its images are streamed.
+            archive is decoded straight from the archive, and its images extracted into the
+            cache only when they are streamed. Hostile files are bounded (:mod:`reslab.data.limits`:
+            member and archive sizes, image pixels, checked from headers; regular files only).
         data_dir: Directory searched first for the dataset's files.
         val_size: Validation images held out of the training set: a count or a fraction.
             Default 5000 for CIFAR and (Fashion-)MNIST, 10% otherwise; an image folder's own

@@ -124,7 +124,8 @@ class DatasetSplits:
             ``download``, ``package``, or ``folder`` / ``archive`` for image folders),
             ``skipped`` (bad files left out), ``counts`` (images per split), ``val_from``
             (``train``, ``val folder`` or ``none``); image folders add ``decoded`` (images
-            decoded by this call: 0 on a cache hit) and ``cache_file``.
+            decoded by this call: 0 on a cache hit), ``cache_file`` and ``resized`` (the few
+            odd-sized images resized to the size the others share).
     """
 
     name: str
