@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
+from unittest import mock
 
 import torch
 from torch import nn
@@ -14,9 +17,21 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+_INIT_FUNCTIONS = ("uniform_", "normal_", "constant_", "ones_", "zeros_", "kaiming_uniform_", "kaiming_normal_",
+                   "xavier_uniform_", "xavier_normal_", "trunc_normal_")
+
+
+@contextlib.contextmanager
+def _no_init() -> Iterator[None]:
+    # On the meta device torch.nn.init's fills run through Python reference kernels and have
+    # nothing to fill: skipping them builds ResNet-200 3x and DenseNet-264 7x faster.
+    with mock.patch.multiple(torch.nn.init, **{f: (lambda tensor, *args, **kwargs: tensor) for f in _INIT_FUNCTIONS}):
+        yield
+
+
 def meta_model(name: str, **overrides) -> nn.Module:
-    """A reslab model without storage: structure, parameter counts and shapes at no cost."""
-    with torch.device("meta"):
+    """A reslab model without storage: structure, parameter counts and shapes at little cost."""
+    with torch.device("meta"), _no_init():
         return reslab.create_model(name, **overrides).eval()
 
 

@@ -11,7 +11,7 @@ import reslab
 from reslab.errors import ReslabError
 from reslab.models import get_model_entry
 from reslab.models.densenet import DenseLayer, DenseNet, Transition
-from tests.models._helpers import assert_matches_torchvision, n_params, randomise, unfilled_model
+from tests.models._helpers import assert_matches_torchvision, meta_model, n_params, randomise, unfilled_model
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -64,7 +64,7 @@ TABLE2 = [
 
 @pytest.mark.parametrize("name,overrides,paper", TABLE2)
 def test_cifar_params_match_table2(name, overrides, paper):
-    m = reslab.create_model(name, **overrides)
+    m = meta_model(name, **overrides)
     params = n_params(m) / 1e6
     assert round(params, 1) == paper, f"{name} {overrides}: {params:.4f}M vs paper {paper}M"
     assert m.spec.depth == {0.8: 100, 15.3: 250, 25.6: 190, 1.0: 40, 7.0: 100, 27.2: 100}[paper]
@@ -72,7 +72,7 @@ def test_cifar_params_match_table2(name, overrides, paper):
 
 def test_densenet264_params():
     # Neither torchvision nor the paper's tables give it; 33.3M is the commonly quoted count for k = 32.
-    params = n_params(reslab.create_model("densenet264")) / 1e6
+    params = n_params(meta_model("densenet264")) / 1e6
     assert round(params, 1) == 33.3, f"{params:.3f}M"
 
 
