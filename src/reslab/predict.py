@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from safetensors import safe_open
 from torch import nn
 
 from . import rundir
 from .config import RunConfig, make_config
+from .data.decode import open_image
 from .data.transforms import Normalizer, ResizeCenterCrop, resize_short_side_ratio
 from .errors import ReslabError
 from .models import create_model
@@ -140,14 +140,10 @@ def predict(run: LoadedRun, paths: Sequence[str | Path], topk: int = 5) -> list[
         p = Path(p)
         if p.is_dir():
             raise ReslabError(f"{p} is a folder; give image files, e.g. {p}/*.png")
-        if not p.is_file():
+        if not p.exists() and not p.is_symlink():
             raise ReslabError(f"image not found: {p}")
-        try:
-            with Image.open(p) as img:
-                img.load()
-                x = run.preprocess(img)
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise ReslabError(f"cannot read image {p}: {e}") from None
+        # a regular file, its size checked from the header before decoding (reslab.data.decode)
+        x = run.preprocess(open_image(str(p), "L" if run.channels == 1 else "RGB"))
         probs = torch.softmax(run.model(norm(x[None].to(device))).float(), dim=1)[0]
         k = min(topk, len(run.classes))
         vals, idx = probs.topk(k)

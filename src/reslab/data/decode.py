@@ -200,6 +200,8 @@ def _pil_open(source: IO[bytes]) -> Image.Image:
         pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
         raise BadImage(f"{pixels}, over the {limits.max_image_pixels():,}-pixel limit that guards against "
                        f"decompression bombs; raise ${limits.PIXELS_ENV} if the image is genuine") from None
+    except Image.UnidentifiedImageError:  # its message names the file object, not the file
+        raise BadImage("not an image format PIL can read") from None
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError...
         raise BadImage(str(e) or type(e).__name__) from None
     try:
