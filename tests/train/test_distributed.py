@@ -349,9 +349,6 @@ def test_killed_two_process_run_resumed_with_one_process_ends_with_the_uninterru
         assert stat < STAT_BOUND, f"2->1 resumed BN statistics differ from run {ref} by {stat:.2e}"
 
 
-@pytest.mark.xfail(strict=True, reason="the loop saves rank 0's partial epoch statistics and every rank resumes "
-                   "with them: a resumed epoch counts rank 0's part of the steps before the stop world_size times "
-                   "and the other ranks' parts never")
 def test_resumed_epoch_statistics_equal_the_uninterrupted_epochs(ddp_runs):
     root, _ = ddp_runs
     for resumed, ref in (("resumed_2", "two"), ("resumed_1", "one")):

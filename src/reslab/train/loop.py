@@ -258,7 +258,8 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
         set_rng_state(state["rng"])
         s.start_epoch, s.start_batch, s.step = state["epoch"], state["batch"], state["step"]
         s.best_err, s.best_epoch = state.get("best_val_err"), state.get("best_epoch")
-        s.stats = dict(state.get("epoch_acc", s.stats))
+        if ctx.is_main:  # the saved statistics are global: counted once, on rank 0
+            s.stats = dict(state.get("epoch_acc", s.stats))
         s.last_saved_step = s.step
         # a run saved with N processes resumes with M: batches are global, so nothing else changes
     if ctx.is_main:
@@ -362,6 +363,8 @@ def _train_epoch(s: _Session, epoch: int, stop: _StopFlag, on_step: Callable[[in
             s.progress.update(s.step, f"epoch {epoch + 1}/{s.epochs}", f"loss {float(loss_d):.3f}  lr {lr:.4g}")
         if _should_stop(s, stop):
             s.stats = _merge(s.stats, sums, seen)
+            if ctx.enabled:  # the saved statistics are the epoch's over every rank (a resume may use any number)
+                s.stats = _all_reduce_stats(s.stats, device)
             if ctx.is_main:
                 save_checkpoint(s.run_dir, "last", s.model, s.state(epoch, b + 1))
             s.last_saved_step = s.step
