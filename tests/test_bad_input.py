@@ -65,6 +65,8 @@ CASES = [
     ({}, ["train", "resnet20", "--set", "scale_range=[0,0]"], "scale_range must be [low, high]"),
     ({}, ["train", "resnet20", "--val-size", "1e30"], "val_size"),
     ({}, ["info", "resnet20", "--input-size", "3x"], "--input-size must be"),
+    ({}, ["info", "resnet20", "--num-classes", "1000000000"], "parameters (242.1 GiB in float32), over the limit"),
+    ({}, ["info", "resnet20", "--arch", "layers=[100000,1,1]"], "asks for 100,002 blocks"),
     ({}, ["info", "resnet20", "--input-size", "0"], "--input-size must be positive"),
     ({}, ["eval", "{run}", "--batch-size", "0", "--device", "cpu"], "batch size must be at least 1"),
     ({}, ["predict", "{run}", "{tmp}", "--device", "cpu"], "is a folder"),

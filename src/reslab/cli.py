@@ -25,7 +25,7 @@ from .config import RunConfig, list_recipes, load_recipe, resolve_config
 from .demo import run_demo
 from .errors import ReslabError
 from .evaluate import evaluate_run
-from .models import create_model, get_model_entry, list_models, model_info
+from .models import check_model_size, create_model, get_model_entry, list_models, model_info
 from .predict import load_run, predict
 from .report import render_comparison, render_run_report
 from .train import TrainingInterrupted, fit
@@ -111,6 +111,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     size = parse_size(args.input_size) if args.input_size else get_model_entry(args.model).input_size
     if args.input_size and len(args.input_size.replace("x", ",").split(",")) < 3:
         size = (get_model_entry(args.model).input_size[0], *size[1:])
+    check_model_size(args.model, **overrides)  # absurd options refused before anything is allocated
     model = create_model(args.model, **overrides)
     print(model_info(model, size).table())
     return 0

@@ -31,7 +31,7 @@ from ..config import RunConfig, check_resume, make_config
 from ..data import DatasetSplits, canonical_data_name, load_dataset
 from ..errors import ReslabError
 from ..io import atomic_write_text
-from ..models import create_model
+from ..models import check_model_size, create_model
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .classify import ClassifyTask
 from .distributed import DistContext, init_distributed, resolve_device
@@ -227,6 +227,7 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
         image_size=cfg.image_size)
     if len(splits.train) == 0:
         raise ReslabError(f"dataset {cfg.data} has no training images")
+    check_model_size(cfg.model, num_classes=len(splits.classes), in_chans=splits.channels, **cfg.model_args)
     model = create_model(cfg.model, num_classes=len(splits.classes), in_chans=splits.channels, **cfg.model_args)
     params = sum(p.numel() for p in model.parameters())
     train_loader, normalizer = build_pipeline(cfg, splits, device, ctx)
