@@ -22,7 +22,7 @@ from .. import rundir
 from ..errors import ReslabError
 from ..io import atomic_path
 from ..models.weights import load_state_dict_checked, read_safetensors, save_weights
-from ..predict import load_run_weights
+from ..predict import check_weights, load_run_weights
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 
@@ -94,7 +94,9 @@ def load_checkpoint(run_dir: Path, model: nn.Module, tag: str = "last", *, repai
         raise ReslabError(f"{state_path} not found: {run_dir} has no resumable checkpoint")
     state = _read_state(state_path)
     if "model" in state:  # one commit: the weights are in the state
-        load_state_dict_checked(model, state.pop("model"), str(state_path))
+        weights_in_state = state.pop("model")
+        check_weights(model, weights_in_state, str(state_path))
+        load_state_dict_checked(model, weights_in_state, str(state_path))
         weights = rundir.weights_file(run_dir, tag)
         if repair and _weights_step(weights) != str(state.get("weights_step")):
             save_weights(model, weights, metadata={"step": str(state.get("weights_step"))})
