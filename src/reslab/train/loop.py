@@ -14,7 +14,6 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,17 +37,11 @@ from .distributed import DistContext, init_distributed, resolve_device
 from .logging import MetricsWriter, Progress, env_info
 from .pipeline import amp_dtype_for, build_pipeline, save_preprocess, seed_everything, wrap_model
 from .schedule import LRSchedule
+from .stats import all_reduce_stats, empty_stats, merge_stats
+from .stopping import StopFlag, TrainingDiverged, TrainingInterrupted, check_finite, should_stop, stop_signals
 from .task import Task
 
 __all__ = ["fit", "FitResult", "TrainingDiverged", "TrainingInterrupted", "task_for"]
-
-
-class TrainingDiverged(ReslabError):
-    """The loss became NaN or Inf."""
-
-
-class TrainingInterrupted(Exception):
-    """Ctrl-C or SIGTERM: a checkpoint was saved; ``reslab train --resume`` continues."""
 
 
 @dataclass
@@ -99,7 +92,7 @@ def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool
     s = _setup(config, out, resume, data, force)
     status = "finished"
     try:
-        with _stop_signals() as stop:
+        with stop_signals() as stop:
             for epoch in range(s.start_epoch, s.epochs):
                 record = _train_epoch(s, epoch, stop, on_step)
                 _validate(s, epoch, record)
@@ -169,11 +162,6 @@ class _Session:
                 "scaler": self.scaler.state_dict(), "rng": rng_state(), "epoch": epoch, "batch": batch,
                 "step": self.step, "best_val_err": self.best_err, "best_epoch": self.best_epoch,
                 "epoch_acc": dict(self.stats), "config": self.cfg.to_dict(), "world_size": self.ctx.world_size}
-
-
-def _empty_stats() -> dict[str, Any]:
-    # "correct" is classification's statistic; the key names are those of earlier checkpoints.
-    return {"loss": 0.0, "correct": 0, "n": 0}
 
 
 def _open_run_dir(cfg: RunConfig, out: str | os.PathLike | None, resume: bool, force: bool,
@@ -250,7 +238,7 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
     s = _Session(cfg, run_dir, device, ctx, amp_dtype, task_for(cfg), splits, model, net, optimizer, scaler, schedule,
                  train_loader, normalizer, steps_per_epoch, total_steps, math.ceil(total_steps / steps_per_epoch),
                  MetricsWriter(run_dir, ctx.is_main, cfg.tensorboard), Progress(cfg.progress and ctx.is_main, total_steps),
-                 t_start, lock=lock, stats=_empty_stats())
+                 t_start, lock=lock, stats=empty_stats())
     if resume:
         state = load_checkpoint(run_dir, model, "last", repair=ctx.is_main)
         optimizer.load_state_dict(state["optimizer"])
@@ -279,42 +267,17 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
     return s
 
 
-class _StopFlag:
-    signal: int | None = None
-
-
-class _stop_signals:
-    """Ctrl-C / SIGTERM set a flag that the loop checks after each step (saving before it stops)."""
-
-    def __enter__(self) -> _StopFlag:
-        self.flag = _StopFlag()
-        self.old: dict[int, Any] = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self.old[sig] = signal.signal(sig, self._on_signal)
-            except ValueError:  # not in the main thread
-                pass
-        return self.flag
-
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        self.flag.signal = signum
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self.old.items():
-            signal.signal(sig, handler)
-
-
 def _batches(s: _Session, epoch: int) -> Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor]]]:
     s.train_loader.set_epoch(epoch)
     first = s.start_batch if epoch == s.start_epoch else 0
     return enumerate(s.train_loader.iterate(first), start=first)
 
 
-def _train_epoch(s: _Session, epoch: int, stop: _StopFlag, on_step: Callable[[int, nn.Module], None] | None) -> dict:
+def _train_epoch(s: _Session, epoch: int, stop: StopFlag, on_step: Callable[[int, nn.Module], None] | None) -> dict:
     cfg, ctx, device = s.cfg, s.ctx, s.device
     s.net.train()
     if epoch != s.start_epoch:
-        s.stats = _empty_stats()
+        s.stats = empty_stats()
     sums: dict[str, torch.Tensor] = {"loss": torch.zeros((), device=device, dtype=torch.float64)}
     seen = 0
     window: list[torch.Tensor] = []
@@ -348,11 +311,11 @@ def _train_epoch(s: _Session, epoch: int, stop: _StopFlag, on_step: Callable[[in
         s.imgs_epoch += len(y) * ctx.world_size
         window.append(loss_d)
         if len(window) >= check_every:
-            _check_finite(s, window, window_start)
+            check_finite(window, window_start, ctx, s.run_dir, s.last_saved_step)
             window, window_start = [], s.step
         log_now = s.step % cfg.log_every == 0 and ctx.is_main
         if s.schedule.state["warmup"] or log_now:
-            so_far = _merge(_empty_stats(), sums, seen)  # this session's part of the epoch
+            so_far = merge_stats(empty_stats(), sums, seen)  # this session's part of the epoch
             if s.schedule.state["warmup"]:
                 s.schedule.observe_train_error(s.step, s.task.running_error(so_far) or 0.0)
         if log_now:
@@ -362,62 +325,21 @@ def _train_epoch(s: _Session, epoch: int, stop: _StopFlag, on_step: Callable[[in
                              "err": m["train_err"]})
         if ctx.is_main and s.progress.bar is not None:
             s.progress.update(s.step, f"epoch {epoch + 1}/{s.epochs}", f"loss {float(loss_d):.3f}  lr {lr:.4g}")
-        if _should_stop(s, stop):
-            s.stats = _merge(s.stats, sums, seen)
+        if should_stop(ctx, device, stop):
+            s.stats = merge_stats(s.stats, sums, seen)
             if ctx.enabled:  # the saved statistics are the epoch's over every rank (a resume may use any number)
-                s.stats = _all_reduce_stats(s.stats, device)
+                s.stats = all_reduce_stats(s.stats, device)
             if ctx.is_main:
                 save_checkpoint(s.run_dir, "last", s.model, s.state(epoch, b + 1))
             s.last_saved_step = s.step
             raise TrainingInterrupted(f"interrupted at step {s.step}; checkpoint saved. "
                                       f"Continue with: reslab train --resume {s.run_dir}")
-    s.stats = _merge(s.stats, sums, seen)
-    totals = _all_reduce_stats(s.stats, device) if ctx.enabled else s.stats
+    s.stats = merge_stats(s.stats, sums, seen)
+    totals = all_reduce_stats(s.stats, device) if ctx.enabled else s.stats
     elapsed = time.time() - s.t_epoch
     return {"event": "epoch", "epoch": epoch + 1, "step": s.step, "time": round(time.time() - s.t_start, 3),
             "lr": s.schedule.lr(max(s.step - 1, 0)), **s.task.train_metrics(totals),
             "images_per_s": round(s.imgs_epoch / max(elapsed, 1e-9), 2)}
-
-
-def _check_finite(s: _Session, window: list[torch.Tensor], window_start: int) -> None:
-    losses = torch.stack(window)
-    finite = torch.isfinite(losses)
-    any_bad = ~finite.all()
-    if s.ctx.enabled:  # a NaN on one rank stops every rank at the same check
-        any_bad = any_bad.to(torch.int32).reshape(1)
-        torch.distributed.all_reduce(any_bad)
-    if not bool(any_bad):
-        return
-    local = (~finite).nonzero()
-    bad = window_start + (int(local[0]) if len(local) else len(window) - 1) + 1
-    kept = (f"The last good checkpoint (step {s.last_saved_step}) is kept in {s.run_dir / rundir.CHECKPOINTS}. "
-            if s.last_saved_step is not None else "No checkpoint had been saved yet. ")
-    raise TrainingDiverged(f"loss became {float(losses[~finite][0]) if len(local) else 'nan'} at step {bad}; "
-                           f"training stopped. {kept}Lower --lr or set --grad-clip.")
-
-
-def _should_stop(s: _Session, stop: _StopFlag) -> bool:
-    if s.ctx.enabled:  # every rank stops at the same step, or none does
-        flag = torch.tensor([1 if stop.signal is not None else 0], device=s.device)
-        torch.distributed.all_reduce(flag)
-        if int(flag) and stop.signal is None:
-            stop.signal = signal.SIGTERM
-    return stop.signal is not None
-
-
-def _merge(stats: dict[str, Any], sums: dict[str, torch.Tensor], seen: int) -> dict[str, Any]:
-    out = dict(stats)
-    for k, v in sums.items():
-        out[k] = out.get(k, 0) + (float(v) if v.is_floating_point() else int(v))
-    out["n"] = out.get("n", 0) + seen
-    return out
-
-
-def _all_reduce_stats(stats: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    keys = sorted(stats)
-    t = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(t)
-    return {k: (float(v) if isinstance(stats[k], float) else int(v)) for k, v in zip(keys, t.tolist())}
 
 
 def _validate(s: _Session, epoch: int, record: dict[str, Any]) -> None:
@@ -437,7 +359,7 @@ def _validate(s: _Session, epoch: int, record: dict[str, Any]) -> None:
 
 
 def _end_epoch(s: _Session, epoch: int, record: dict[str, Any]) -> None:
-    s.stats = _empty_stats()
+    s.stats = empty_stats()
     if s.ctx.is_main:
         save_checkpoint(s.run_dir, "last", s.model, s.state(*s.resume_at))
     s.last_saved_step = s.step
