@@ -5,34 +5,41 @@ alpha dropped). A file that cannot be decoded raises :class:`BadImage`; callers 
 skip it or fail (:func:`bad_image_error`). Many images are decoded in chunks by a small thread
 pool (:func:`decoding_pool`, :func:`decode_chunk`) and gathered into one tensor (:class:`Gather`).
 
-Hostile files are bounded: only regular files are opened (a FIFO would block forever, a device
-never end), none larger than ``$RESLAB_MAX_MEMBER_BYTES``, and an image's width and height are
-read from its header and checked against ``$RESLAB_MAX_IMAGE_PIXELS`` before any decoder
-allocates its pixels (:mod:`.limits`).
+Hostile files are bounded before they are decoded (:mod:`.probe`, whose names are importable
+from here too): only regular files are opened, none larger than ``$RESLAB_MAX_MEMBER_BYTES``,
+and an image's width and height are read from its header and checked against
+``$RESLAB_MAX_IMAGE_PIXELS`` before any decoder allocates its pixels (:mod:`.limits`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import io
 import logging
 import os
-import re
-import stat
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..errors import ReslabError
-from . import limits
+from .probe import (
+    PNG_MAGIC,
+    BadImage,
+    check_pixels,
+    image_size_of,
+    not_regular,
+    open_regular,
+    pil_open,
+    probe_mode,
+    stat_problem,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -46,12 +53,7 @@ log = logging.getLogger(__name__)
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 """PIL modes decoded to one channel."""
 
-_JPEG, _PNG = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
 _decodes = 0  # images decoded by Gather's chunks since import (decoded_count)
-
-
-class BadImage(Exception):
-    """A file that is unreadable, truncated or not an image; the message says why."""
 
 
 def bad_image_error(name: str, why: str, verb: str = "decode") -> ReslabError:
@@ -72,157 +74,17 @@ def _torchvision_decoder():
     return functools.partial(decode_image, mode=ImageReadMode.UNCHANGED)
 
 
-# ---------------------------------------------------------------------------------------------
-# Bounds: regular files only, file size, image dimensions from the header
-
-
-def not_regular(mode: int) -> str:
-    """What a non-regular file is, for messages: ``a FIFO``, ``a device``, ..."""
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
-
-
-def stat_problem(path: str, e: OSError) -> str:
-    """Why ``os.stat(path)`` failed, for messages: a symbolic link loop, a dangling link, ..."""
-    if e.errno == errno.ELOOP:
-        return "a symbolic link loop"
-    if e.errno == errno.ENOENT and os.path.islink(path):
-        try:
-            return f"a dangling symbolic link to {os.readlink(path)!r}"
-        except OSError:
-            return "a dangling symbolic link"
-    return e.strerror or str(e)
-
-
-def open_regular(path: str) -> IO[bytes]:
-    """``path`` opened for reading if it is a regular file (symbolic links followed) no larger
-    than ``$RESLAB_MAX_MEMBER_BYTES``; anything else raises :class:`BadImage` without being opened
-    (a FIFO would block, a device never end)."""
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise BadImage(stat_problem(path, e)) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise BadImage(f"not a regular file but {not_regular(st.st_mode)}")
-    limit = limits.max_member_bytes()
-    if st.st_size > limit:
-        raise BadImage(f"the file is {limits.human_bytes(st.st_size)}, over the {limits.human_bytes(limit)} limit per "
-                       f"image file; raise ${limits.MEMBER_ENV} if it is genuine")
-    try:  # O_NONBLOCK: should it have been swapped for a FIFO since, opening it does not block
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as e:
-        raise BadImage(stat_problem(path, e)) from None
-    f = os.fdopen(fd, "rb")
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
-        f.close()
-        raise BadImage("the file changed while it was opened; try again")
-    return f
-
-
-def _jpeg_size(f: IO[bytes]) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's frame header (SOFn), reading only the segment headers before
-    it; None where the markers do not lead to one (the decoder then judges the file)."""
-    f.seek(2)
-    while True:
-        b = f.read(1)
-        if b != b"\xff":
-            return None
-        while b == b"\xff":  # fill bytes
-            b = f.read(1)
-        if not b:
-            return None
-        m = b[0]
-        if m == 0x01 or 0xD0 <= m <= 0xD8:  # standalone markers
-            continue
-        if m in (0xD9, 0xDA):  # end of image, start of scan: no frame header before them
-            return None
-        head = f.read(2)
-        if len(head) < 2:
-            return None
-        n = int.from_bytes(head, "big")
-        if m in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-            sof = f.read(5)
-            return (int.from_bytes(sof[3:5], "big"), int.from_bytes(sof[1:3], "big")) if len(sof) == 5 else None
-        if n < 2:
-            return None
-        f.seek(n - 2, io.SEEK_CUR)
-
-
-def image_size_of(head: bytes, f: IO[bytes] | None = None) -> tuple[int, int] | None:
-    """(width, height) of a PNG or JPEG from its header (``head``: its first bytes; ``f``: the
-    whole file, for a JPEG's segments), None for other formats or a header that does not parse."""
-    if head.startswith(_PNG):
-        if len(head) >= 24 and head[8:16] == b"\x00\x00\x00\rIHDR":
-            return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-        return None
-    if head.startswith(_JPEG):
-        return _jpeg_size(f if f is not None else io.BytesIO(head))
-    return None
-
-
-def _check_pixels(size: tuple[int, int]) -> None:
-    w, h = size
-    limit = limits.max_image_pixels()
-    if w * h > limit:
-        raise BadImage(f"{w}x{h} is {w * h:,} pixels, over the {limit:,}-pixel limit that guards against "
-                       f"decompression bombs; raise ${limits.PIXELS_ENV} if the image is genuine")
-
-
-def _sync_pil_limit(limit: int) -> None:
-    # PIL refuses (in Image.open) images over twice Image.MAX_IMAGE_PIXELS: let a raised reslab limit
-    # through. It never lowers PIL's own bound; reslab's check applies either way.
-    from PIL import Image
-
-    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limit:
-        Image.MAX_IMAGE_PIXELS = limit
-
-
-def _pil_open(source: IO[bytes]) -> Image.Image:
-    """``Image.open`` (header only) with the pixel bound checked; BadImage if it fails."""
-    from PIL import Image
-
-    if (size := image_size_of(source.read(32), source)) is not None:
-        _check_pixels(size)  # PIL's own bomb error would not say the size
-    source.seek(0)
-    _sync_pil_limit(limits.max_image_pixels())
-    try:
-        im = Image.open(source)
-    except Image.DecompressionBombError as e:
-        found = re.search(r"\((\d+) pixels\)", str(e))
-        pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-        raise BadImage(f"{pixels}, over the {limits.max_image_pixels():,}-pixel limit that guards against "
-                       f"decompression bombs; raise ${limits.PIXELS_ENV} if the image is genuine") from None
-    except Image.UnidentifiedImageError:  # its message names the file object, not the file
-        raise BadImage("not an image format PIL can read") from None
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError...
-        raise BadImage(str(e) or type(e).__name__) from None
-    try:
-        _check_pixels(im.size)
-    except BadImage:
-        im.close()
-        raise
-    return im
-
-
 def decode_bytes(data: bytes) -> torch.Tensor:
     """(C, H, W) uint8 with C 1 (grayscale) or 3; the same pixels PIL gives for the file.
 
     Raises:
         BadImage: Not an image, truncated, or over ``$RESLAB_MAX_IMAGE_PIXELS`` (judged from its header).
     """
-    palette_png = data.startswith(_PNG) and len(data) > 25 and data[25] == 3  # IHDR colour type 3
+    palette_png = data.startswith(PNG_MAGIC) and len(data) > 25 and data[25] == 3  # IHDR colour type 3
     decode = _torchvision_decoder()
     size = image_size_of(data)
     if size is not None:
-        _check_pixels(size)  # before torchvision, which checks nothing, allocates the pixels
+        check_pixels(size)  # before torchvision, which checks nothing, allocates the pixels
         if decode is not None and not palette_png:
             try:
                 x = decode(torch.frombuffer(bytearray(data), dtype=torch.uint8))
@@ -231,10 +93,10 @@ def decode_bytes(data: bytes) -> torch.Tensor:
             if x.dtype == torch.uint8 and x.dim() == 3:
                 if x.shape[0] in (1, 3):
                     return x
-                if data.startswith(_PNG) and x.shape[0] in (2, 4):  # drop alpha, as PIL's convert does
+                if data.startswith(PNG_MAGIC) and x.shape[0] in (2, 4):  # drop alpha, as PIL's convert does
                     return x[: x.shape[0] - 1].contiguous()
             # palette and 16-bit PNGs: PIL's conversions are the reference
-    with _pil_open(io.BytesIO(data)) as im:
+    with pil_open(io.BytesIO(data)) as im:
         try:
             img = im.convert("L" if im.mode in GRAY_MODES else "RGB")
         except Exception as e:  # PIL raises OSError, SyntaxError, ValueError...
@@ -248,19 +110,13 @@ def decode_file(path: str) -> torch.Tensor:
     with open_regular(path) as f:
         head = f.read(32)
         if (size := image_size_of(head, f)) is not None:
-            _check_pixels(size)  # before reading the rest
+            check_pixels(size)  # before reading the rest
         f.seek(0)
         try:
             data = f.read()
         except OSError as e:
             raise BadImage(e.strerror or str(e)) from None
     return decode_bytes(data)
-
-
-def probe_mode(path: str) -> str:
-    """The PIL mode of a regular image file, from its header alone (dimensions checked too)."""
-    with open_regular(path) as f, _pil_open(f) as im:
-        return im.mode
 
 
 def open_image(path: str, mode: str) -> Image.Image:
@@ -271,7 +127,7 @@ def open_image(path: str, mode: str) -> Image.Image:
             ``$RESLAB_MAX_IMAGE_PIXELS`` (the message names it, and the variable).
     """
     try:
-        with open_regular(path) as f, _pil_open(f) as im:
+        with open_regular(path) as f, pil_open(f) as im:
             try:
                 return im.convert(mode)
             except Exception as e:  # PIL raises OSError, SyntaxError, ValueError...
@@ -295,7 +151,7 @@ def decoding_pool() -> Iterator[ThreadPoolExecutor]:
         with warnings.catch_warnings():  # entered once here, not in the worker threads
             warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
                                     category=DeprecationWarning)
-            # PIL warns of images over its own bound, which is reslab's (_sync_pil_limit): they are refused anyway
+            # PIL warns of images over its own bound, which is reslab's (probe._sync_pil_limit): they are refused anyway
             warnings.filterwarnings("ignore", message="Image size .* could be decompression bomb")
             # Two threads: the decoders release the GIL (decoding in memory: 49 vs 72 us an image).
             # With the file reads and another job on the second core, the 60k CIFAR-10 JPEGs took
