@@ -22,6 +22,8 @@ __all__ = ["LayerInfo", "ModelInfo", "model_info"]
 
 @dataclass(frozen=True)
 class LayerInfo:
+    """One stem/stage/head row: its output shape, parameters and multiply-adds."""
+
     name: str
     output_shape: tuple[int, ...]
     params: int
@@ -30,12 +32,12 @@ class LayerInfo:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What :func:`model_info` measured: totals and one row per stem/stage/head."""
+    """What :func:`model_info` measured: totals (for ``input_size``) and the rows."""
 
     name: str
-    input_size: tuple[int, ...]
     params: int
     macs: int
+    input_size: tuple[int, ...]
     rows: list[LayerInfo] = field(default_factory=list)
 
     def table(self) -> str:
