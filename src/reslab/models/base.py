@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -85,6 +85,8 @@ class Backbone(nn.Module):
     num_classes: int
     num_features: int
     feature_info: list[FeatureInfo]
+    final: nn.Module  # an nn.Identity or a Sequential (a pre-activation net's BN-ReLU)
+    head: nn.Module  # a ClassifierHead or FCHead; the nn.Identity with features_only
 
     def __init__(self, spec: Any, num_classes: int, in_chans: int) -> None:
         super().__init__()
@@ -136,14 +138,15 @@ class Backbone(nn.Module):
         maps[-1] = self.final(maps[-1])
         return [maps[i] for i in self.out_indices]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+    # AuxOutput: what a subclass with auxiliary heads returns in training mode (InceptionNet)
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor] | AuxOutput:
         self.check_input(x)
         if self.features_only:
             return self.forward_intermediates(x)
         return self.forward_head(self.forward_features(x))
 
     def get_classifier(self) -> nn.Module:
-        return self.head.fc
+        return cast(nn.Module, self.head.fc)
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a freshly initialised one for ``num_classes`` (0: none)."""

@@ -157,7 +157,7 @@ class BNInceptionSpec(InceptionSpec):
         self._check(*self._common_checks())
 
     @staticmethod
-    def block(c1: int, c3r: int, c3: int, d3r: int, d3: int, pool: str, proj: int, stride: int) -> Block:
+    def block(c1: int, c3r: int, c3: int, d3r: int, d3: int, pool: Literal["max", "avg"], proj: int, stride: int) -> Block:
         """One row of the table as an Inception module; a stride-2 row reduces the grid."""
         pool_layer = Pool(pool, 3, 1, 1) if stride == 1 else Pool(pool, 3, stride, ceil_mode=True)
         return Block(
@@ -172,7 +172,7 @@ class BNInceptionSpec(InceptionSpec):
             ("conv1", Conv(64, 7, 2)), ("pool1", Pool("max", 3, 2, ceil_mode=True)),
             ("conv2_reduce", Conv(64)), ("conv2", Conv(192, 3)),
         )
-        stages = tuple(tuple((name, self.block(*row)) for name, row in rows) for rows in BN_INCEPTION_TABLE)
+        stages: tuple[tuple[Layer, ...], ...] = tuple(tuple((name, self.block(*row)) for name, row in rows) for rows in BN_INCEPTION_TABLE)
         stages = (((("pool2", Pool("max", 3, 2, ceil_mode=True)),) + stages[0]),) + stages[1:]
         return InceptionLayout(stem, stages, (), 0.0, True, self.bn_eps, self.drop_rate)
 

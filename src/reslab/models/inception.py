@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Any, Literal, Union, cast
 
 import torch
 from torch import nn
@@ -133,6 +133,8 @@ class InceptionLayout:
 class InceptionSpec(Spec):
     """Base of the Inception family's specs: the checks they share."""
 
+    bn_eps: float  # a dataclass field of every subclass (not of this base, which is no dataclass)
+
     def _common_checks(self, aux: bool = False) -> list[Condition]:
         """``bn_eps`` and ``drop_rate``; with ``aux``, the auxiliary heads' ``aux_logits`` and ``aux_weight``."""
         checks = [
@@ -140,9 +142,11 @@ class InceptionSpec(Spec):
             self._rate("drop_rate"),
         ]
         if aux:
+            # a field only of the specs with auxiliary heads (not of BNInceptionSpec), hence not declared here
+            aux_weight = getattr(self, "aux_weight")  # noqa: B009
             checks += [
                 self._flag("aux_logits"),
-                (is_number(self.aux_weight) and self.aux_weight >= 0, f"aux_weight must be >= 0, got {self.aux_weight!r}"),
+                (is_number(aux_weight) and aux_weight >= 0, f"aux_weight must be >= 0, got {aux_weight!r}"),
             ]
         return checks
 
@@ -156,7 +160,7 @@ class ConvUnit(nn.Sequential):
     def __init__(self, in_chs: int, conv: Conv, batch_norm: bool, bn_eps: float) -> None:
         super().__init__()
         kernel = conv.kernel if isinstance(conv.kernel, tuple) else (conv.kernel, conv.kernel)
-        padding = tuple(k // 2 for k in kernel) if conv.padding is None else conv.padding
+        padding = (kernel[0] // 2, kernel[1] // 2) if conv.padding is None else conv.padding
         self.add_module("conv", nn.Conv2d(in_chs, conv.out, kernel, conv.stride, padding, bias=not batch_norm))
         if batch_norm:
             self.add_module("bn", nn.BatchNorm2d(conv.out, eps=bn_eps))
@@ -243,7 +247,7 @@ class AuxHead(nn.Module):
         self.grid = nn.AdaptiveAvgPool2d(spec.grid)
         features = chs * spec.grid * spec.grid
         if spec.hidden:
-            self.fc1 = nn.Linear(features, spec.hidden)
+            self.fc1: nn.Linear | None = nn.Linear(features, spec.hidden)
             self.act = nn.ReLU(inplace=True)
             self.drop = nn.Dropout(spec.drop_rate)
             features = spec.hidden
@@ -271,7 +275,8 @@ class InceptionNet(Backbone):
     auxiliary heads, and the feature maps are the stem's and the last of each grid size.
     """
 
-    spec_type: type = object
+    # the spec class of a subclass; type[Any], as a plain `type` makes the isinstance() check below narrow spec to object
+    spec_type: type[Any] = object
 
     def __init__(self, spec, *, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
                  out_indices: Sequence[int] | None = None) -> None:
@@ -350,7 +355,7 @@ class InceptionNet(Backbone):
             self.aux_heads = nn.ModuleList()
             self.aux_weights = ()
         for h in self.aux_heads:
-            h.fc = nn.Linear(h.in_features, num_classes)
+            h.fc = nn.Linear(cast(AuxHead, h).in_features, num_classes)
 
 
 def drop_absent_aux(model: InceptionNet, state_dict: StateDict, prefixes: tuple[str, ...]) -> StateDict:

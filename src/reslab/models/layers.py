@@ -8,7 +8,7 @@ import functools
 import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -245,12 +245,12 @@ class GlobalContext(nn.Module):
 
     def reset_parameters(self) -> None:
         nn.init.kaiming_normal_(self.conv_mask.weight, mode="fan_in", nonlinearity="relu")
-        nn.init.zeros_(self.conv_mask.bias)
+        nn.init.zeros_(cast(torch.Tensor, self.conv_mask.bias))  # a Conv2d built with its default bias=True
         self.transform.conv1.reset_parameters()
         self.transform.norm.reset_parameters()
         # A zero last conv makes the block the identity at insertion (Sec. 4.1).
-        nn.init.zeros_(self.transform.conv2.weight)
-        nn.init.zeros_(self.transform.conv2.bias)
+        nn.init.zeros_(cast(torch.Tensor, self.transform.conv2.weight))
+        nn.init.zeros_(cast(torch.Tensor, self.transform.conv2.bias))
 
     def context(self, x: torch.Tensor) -> torch.Tensor:
         """The global context vector per sample, shape (N, C, 1, 1)."""
@@ -362,7 +362,7 @@ def init_relu_net(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(m.bias)
+            nn.init.zeros_(cast(torch.Tensor, m.bias))  # the VGG / AlexNet convolutions all have a bias
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

@@ -74,7 +74,7 @@ def register_model(
             builder=fn,
             family=family,
             paper=paper,
-            input_size=tuple(input_size),
+            input_size=(input_size[0], input_size[1], input_size[2]),
             accepts=_accepted_keywords(fn),
         )
         return fn

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -330,7 +330,7 @@ class ResNet(Backbone):
         if self.spec.zero_init_last:
             for m in self.modules():
                 if isinstance(m, _ResidualBlock):
-                    nn.init.zeros_(m.last_branch_layer().weight)
+                    nn.init.zeros_(cast(torch.Tensor, m.last_branch_layer().weight))
         for m in self.modules():  # their own zero-init makes them start as the identity
             if isinstance(m, (NonLocal, GlobalContext)):
                 m.reset_parameters()

@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: Mapping[st
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": "pt", **({"model_name": model.model_name} if hasattr(model, "model_name") else {})}
+    meta = {"format": "pt", **({"model_name": cast(str, model.model_name)} if hasattr(model, "model_name") else {})}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
     path = Path(path)
     with atomic_path(path) as tmp:
