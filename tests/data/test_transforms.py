@@ -215,3 +215,147 @@ def test_pca_lighting_scale_follows_the_normaliser_std(std):
     rgb = out[:, :, 0, 0].double() * (1.0 if std is None else std)
     alpha = _coordinates(rgb) / EIGVAL
     assert ((alpha.std(0) / 0.2) - 1).abs().max() < 0.08
+
+
+# -- test-time views and resizing -----------------------------------------------------------------------
+def test_ten_crop_views_are_the_four_corners_the_centre_and_their_mirrors():
+    from reslab.data.transforms import ten_crop_views
+
+    x = torch.arange(2 * 1 * 5 * 7, dtype=torch.float32).reshape(2, 1, 5, 7)  # h 5, w 7
+    views = ten_crop_views(x, 3)
+    # corners: rows 0..2 or 2..4, columns 0..2 or 4..6; centre: rows 1..3, columns 2..4
+    boxes = [(0, 0), (0, 4), (2, 0), (2, 4), (1, 2)]
+    want = [x[:, :, t:t + 3, l:l + 3] for t, l in boxes]
+    want += [v.flip(3) for v in want]
+    assert len(views) == 10 and all(torch.equal(v, w) for v, w in zip(views, want))
+    whole = ten_crop_views(x[:, :, :, :5], 5)  # a crop the size of the image: ten times the image or its mirror
+    assert all(torch.equal(v, x[:, :, :, :5]) for v in whole[:5]) and all(torch.equal(v, x[:, :, :, :5].flip(3)) for v in whole[5:])
+    for crop in (6, 8):  # taller or wider than the 5 x 7 images
+        with pytest.raises(ValueError, match=rf"^crop {crop} is larger than the images \(5x7\)$"):
+            ten_crop_views(x, crop)
+
+
+def test_scaled_views_resize_the_whole_image_by_each_factor_and_mirror_it():
+    from reslab.data.transforms import scaled_views
+
+    x = torch.rand(2, 3, 8, 6, generator=_gen(5))
+    views = scaled_views(x, [1.0, 0.5, 1.5, 0.01])
+    assert [tuple(v.shape[-2:]) for v in views] == [(8, 6), (8, 6), (4, 3), (4, 3), (12, 9), (12, 9), (1, 1), (1, 1)]
+    assert torch.equal(views[0], x) and torch.equal(views[1], x.flip(3))
+    # 0.5 of an even size, bilinear without corner alignment: the mean of each 2 x 2 block
+    blocks = x.reshape(2, 3, 4, 2, 3, 2).mean((3, 5))
+    torch.testing.assert_close(views[2], blocks)
+    torch.testing.assert_close(views[3], blocks.flip(3))
+    assert torch.equal(views[5], views[4].flip(3)) and torch.equal(views[7], views[6].flip(3))
+
+
+def test_pil_to_uint8_keeps_channel_order_and_gives_gray_one_channel():
+    from reslab.data.transforms import pil_to_uint8
+
+    rgb = np.zeros((2, 3, 3), dtype=np.uint8)
+    rgb[0, 1] = (10, 20, 30)
+    t = pil_to_uint8(Image.fromarray(rgb))
+    assert t.dtype == torch.uint8 and tuple(t.shape) == (3, 2, 3) and t[:, 0, 1].tolist() == [10, 20, 30]
+    assert t.is_contiguous()
+    gray = pil_to_uint8(Image.fromarray(np.array([[0, 255], [7, 9]], dtype=np.uint8)))
+    assert gray.tolist() == [[[0, 255], [7, 9]]]
+
+
+def test_resize_center_crop_on_tensors_matches_pils_antialiased_resize_then_centre_crop():
+    from reslab.data.transforms import resize_center_crop
+
+    arr = np.random.default_rng(6).integers(0, 256, (24, 40), dtype=np.uint8)  # h 24 < w 40
+    x = torch.from_numpy(arr)[None, None]
+    got = resize_center_crop(x, 12)
+    # PIL's bilinear filter is antialiased: the shorter side to 12 (so 40 -> 20), centre 12 x 12 (columns 4..15)
+    want = torch.from_numpy(np.array(Image.fromarray(arr).resize((20, 12), Image.BILINEAR)))[:, 4:16]
+    assert got.dtype == torch.uint8 and tuple(got.shape) == (1, 1, 12, 12)
+    assert (got[0, 0].int() - want.int()).abs().max() <= 1
+    same = resize_center_crop(torch.from_numpy(arr[:, :30])[None, None], 24)  # already 24 on the shorter side
+    assert torch.equal(same[0, 0], torch.from_numpy(arr[:, 3:27]))
+
+
+def test_pil_resize_center_crop_sizes_margins_and_small_images():
+    from reslab.data.transforms import pil_resize_center_crop
+
+    img = Image.fromarray(np.arange(20 * 31, dtype=np.uint32).astype(np.uint8).reshape(20, 31))
+    same = pil_resize_center_crop(img, 20, 14)  # no resampling; odd margins: (31 - 14) // 2 = 8, (20 - 14) // 2 = 3
+    assert np.array_equal(np.asarray(same), np.asarray(img)[3:17, 8:22])
+    assert pil_resize_center_crop(img, 10, None).size == (16, 10)  # 31 * 10 / 20 = 15.5 -> 16
+    # a crop larger than the resized image is the largest centred square
+    assert pil_resize_center_crop(img, 10, 50).size == (10, 10)
+    tall = Image.fromarray(np.zeros((31, 20), dtype=np.uint8))
+    assert pil_resize_center_crop(tall, 10, 50).size == (10, 10)
+    assert pil_resize_center_crop(tall, 10, None).size == (10, 16)
+    # a thin strip: the long side scales, the short one stays at least one pixel
+    strip = Image.fromarray(np.zeros((1, 40), dtype=np.uint8))
+    assert pil_resize_center_crop(strip, 1, None).size == (40, 1)
+    thin = Image.fromarray(np.zeros((3, 100), dtype=np.uint8))
+    assert pil_resize_center_crop(thin, 1, None).size == (33, 1)
+    assert pil_resize_center_crop(Image.fromarray(np.zeros((100, 3), dtype=np.uint8)), 1, None).size == (1, 33)
+    assert pil_resize_center_crop(Image.fromarray(np.zeros((1, 300), dtype=np.uint8)), 1, None).size == (300, 1)
+
+
+def test_resize_short_side_ratio_and_resize_center_crop_class():
+    from reslab.data.transforms import ResizeCenterCrop, resize_short_side_ratio
+
+    assert [resize_short_side_ratio(c) for c in (224, 14, 21, 32, 299)] == [256, 16, 24, 36, 341]
+    img = Image.fromarray(np.random.default_rng(7).integers(0, 256, (30, 45, 3), dtype=np.uint8))
+    t = ResizeCenterCrop(24, 21)(img)
+    want = np.asarray(img.resize((36, 24), Image.BILINEAR))[1:22, 7:28]  # margins (24-21)//2, (36-21)//2
+    assert t.dtype == torch.uint8 and torch.equal(t, torch.from_numpy(want.copy()).permute(2, 0, 1))
+    assert tuple(ResizeCenterCrop(24, None)(img).shape) == (3, 24, 36)
+
+
+def test_scale_augment_crops_reach_every_position():
+    img = Image.fromarray(np.random.default_rng(8).integers(0, 256, (8, 8), dtype=np.uint8))
+    aug = ScaleAugment([8, 8], 6)  # no rescaling: 3 x 3 crop positions, told apart by the pixels
+    arr = np.asarray(img)
+    positions = set()
+    rng = random.Random(1)
+    for _ in range(200):
+        out = aug(img, rng)[0].numpy()
+        for top in range(3):
+            for left in range(3):
+                view = arr[top:top + 6, left:left + 6]
+                if np.array_equal(out, view) or np.array_equal(out, view[:, ::-1]):
+                    positions.add((top, left))
+    assert positions == {(t, l) for t in range(3) for l in range(3)}
+
+
+# -- normalisation -----------------------------------------------------------------------------------------
+def test_normalizer_fit_per_channel_and_per_pixel_mean_statistics():
+    images = torch.tensor([[[[0, 255], [51, 102]], [[10, 10], [10, 10]]],
+                           [[[255, 255], [51, 0]], [[30, 30], [30, 30]]]], dtype=torch.uint8)  # (2, 2, 2, 2)
+    x = images.double() / 255
+    pc = Normalizer.fit("per_channel", images, chunk=1)  # chunks of one image: the sums still add up
+    m = x.mean((0, 2, 3))
+    s = (x - m[None, :, None, None]).pow(2).mean((0, 2, 3)).sqrt()
+    assert pc.kind == "per_channel" and pc.mean.shape == (2, 1, 1) and pc.std.shape == (2, 1, 1)
+    torch.testing.assert_close(pc.mean.double().flatten(), m, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(pc.std.double().flatten(), s, rtol=1e-5, atol=1e-7)
+    pp = Normalizer.fit("per_pixel_mean", images)
+    torch.testing.assert_close(pp.mean.double(), x.mean(0), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(pp.std.double().flatten(), (x - x.mean(0)).pow(2).mean().sqrt().reshape(1), rtol=1e-5, atol=1e-7)
+    out = pc(images)
+    torch.testing.assert_close(out.double(), (x - m[None, :, None, None]) / s[None, :, None, None], rtol=1e-5, atol=1e-5)
+    constant = Normalizer.fit("per_channel", torch.full((3, 1, 2, 2), 9, dtype=torch.uint8))
+    assert float(constant.std) > 0  # no division by zero for a constant channel
+    with pytest.raises(ValueError, match="unknown normalisation 'zca'"):
+        Normalizer.fit("zca", images)
+
+
+def test_normalizer_none_and_empty_and_state():
+    images = torch.randint(0, 256, (3, 2, 4, 4), dtype=torch.uint8, generator=_gen(9))
+    for norm in (Normalizer.fit("none", images), Normalizer.fit("per_pixel_mean", images[:0])):
+        assert norm.kind == "none" and torch.equal(norm(images), images.float() / 255)
+        assert norm.mean.shape == (2, 1, 1) and norm.std.shape == (2, 1, 1)
+    pp = Normalizer.fit("per_pixel_mean", images)
+    st = pp.state_dict()
+    assert set(st) == {"mean", "std"} and torch.equal(st["mean"], pp.mean) and torch.equal(st["std"], pp.std)
+    moved = pp.to("cpu")
+    assert moved.kind == pp.kind and torch.equal(moved.mean, pp.mean) and torch.equal(moved.std, pp.std)
+    # another image size: the mean image is resized bilinearly to it
+    big = torch.randint(0, 256, (1, 2, 8, 8), dtype=torch.uint8, generator=_gen(10))
+    mean8 = F.interpolate(pp.mean[None], size=(8, 8), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(pp(big), (big.float() / 255 - mean8) / pp.std)
