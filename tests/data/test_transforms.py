@@ -359,3 +359,13 @@ def test_normalizer_none_and_empty_and_state():
     big = torch.randint(0, 256, (1, 2, 8, 8), dtype=torch.uint8, generator=_gen(10))
     mean8 = F.interpolate(pp.mean[None], size=(8, 8), mode="bilinear", align_corners=False)[0]
     torch.testing.assert_close(pp(big), (big.float() / 255 - mean8) / pp.std)
+
+
+def test_resize_center_crop_takes_a_single_image_too():
+    from reslab.data.transforms import resize_center_crop
+
+    arr = np.random.default_rng(11).integers(0, 256, (20, 24), dtype=np.uint8)  # h 20 < w 24: the width is the size asked
+    got = resize_center_crop(torch.from_numpy(arr)[None], 24)  # (C, H, W)
+    # the long side: 24 * 24/20 = 28.8, truncated to 28 (torchvision's rule); centre columns 2..25
+    want = torch.from_numpy(np.array(Image.fromarray(arr).resize((28, 24), Image.BILINEAR)))[:, 2:26]
+    assert tuple(got.shape) == (1, 24, 24) and (got[0].int() - want.int()).abs().max() <= 1

@@ -204,3 +204,10 @@ def test_test_uses_the_configured_test_protocol(run_dir, tiny):
     cfg = make_config(model="resnet20", data="embedded")
     centre = ClassifyTask(cfg).test(run_dir, data, "best", _ev(cfg))
     assert centre["protocol"] == "center" and abs(centre["loss"] - rec["loss"]) > 1e-4
+
+
+def test_running_error_after_one_sample():
+    task = ClassifyTask(make_config(model="resnet20"))
+    assert task.running_error({"loss": 0.1, "n": 1, "correct": torch.tensor(1)}) == 0.0
+    assert task.running_error({"loss": 0.1, "n": 1, "correct": torch.tensor(0)}) == 100.0
+    assert task.train_metrics({"loss": 0.1, "n": 1, "correct": torch.tensor(1)})["train_err"] == 0.0

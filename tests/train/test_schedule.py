@@ -167,3 +167,10 @@ def test_onecycle_quarter_point_and_descent_midpoint():
     assert s.lr(99) < s.lr(100) == pytest.approx(1.0) and s.lr(101) < 1.0
     # half-way down (t = 0.25 + 0.75 / 2): the mean of the peak and the floor
     assert s.lr(250) == pytest.approx((1.0 + 1e-4) / 2)
+
+
+def test_a_one_iteration_warmup_cap_is_a_cap():
+    s = _warm(warmup_iters=1)
+    assert s.lr(0) == 0.01
+    s.observe_train_error(1, 99.0)
+    assert s.lr(1) == 0.1
