@@ -57,6 +57,8 @@ class RunConfig:
     skip_bad: bool = _f(False, "skip undecodable images in an image folder instead of stopping")
     image_size: int | None = _f(None, "resize image-folder images to this size")
     recipe: str | None = _f(None, "the recipe the run was resolved from", cli=False)
+    auto: dict[str, Any] = _f(help="recipe auto: each setting it chose from the data, with the reason", factory=dict,
+                              cli=False)
     name: str | None = _f(None, "a display name for reports", runtime=True)
     # optimisation
     epochs: int = _f(10, "epochs to train (ignored when --iterations is set)")
@@ -79,9 +81,17 @@ class RunConfig:
                                             "unset: every model")
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy")
     grad_clip: float | None = _f(None, "clip the gradient norm to this value")
+    optimizer: Literal["sgd", "adamw"] = _f("sgd", "sgd: SGD with momentum (the paper); adamw: AdamW (decoupled weight decay)")
+    ema_decay: float | None = _f(None, "keep an exponential moving average of the weights with this decay, e.g. 0.999; "
+                                       "validation, test and the saved weights use the average")
+    mixup: float = _f(0.0, "mixup alpha: mix pairs of training images and their labels (0: off; 0.2 is usual)")
+    cutmix: float = _f(0.0, "CutMix alpha: paste a box of one training image into another (0: off; 1.0 is usual)")
+    auto_augment: Literal["none", "randaugment", "trivialaugment"] = _f(
+        "none", "per-image augmentation policy from torchvision.transforms.v2")
+    random_erasing: float = _f(0.0, "random erasing: probability that a training image gets a box erased (0: off)")
     # data pipeline
-    augment: Literal["pad_crop_flip", "crop_flip", "flip", "scale_crop_flip", "none"] = _f(
-        "pad_crop_flip", "training augmentation")
+    augment: Literal["pad_crop_flip", "pad_crop", "crop_flip", "flip", "scale_crop_flip", "none"] = _f(
+        "pad_crop_flip", "training augmentation (pad_crop: random crops, no mirror images)")
     pad: int = _f(4, "pad_crop_flip: zero padding before the random crop (pixels)")
     normalize: Literal["per_pixel_mean", "per_channel", "none"] = _f("per_pixel_mean", "input normalisation")
     scale_range: list[int] = _f(help="scale_crop_flip: shorter side sampled in this range (pixels)",
@@ -92,6 +102,7 @@ class RunConfig:
     test_protocol: Literal["center", "10crop", "multiscale"] = _f("center", "test-time protocol for the final test")
     test_scales: list[float] = _f(help="multiscale protocol: scales (factors, or shorter sides for image folders)",
                                   factory=list)
+    balanced: bool = _f(False, "draw training images with class-balanced probabilities (imbalanced data)")
     num_workers: int = _f(2, "loader processes for streamed image folders", flag="--workers", runtime=True)
     # run
     seed: int = _f(0, "random seed (initialisation, split, batch order, augmentation)")
@@ -112,7 +123,7 @@ class RunConfig:
         _check_types(self)
         finite = lambda v: v is None or math.isfinite(v)  # noqa: E731
         floats = ("lr", "momentum", "weight_decay", "gamma", "warmup_lr", "warmup_until_err", "label_smoothing",
-                  "grad_clip", "color_jitter", "lighting")
+                  "grad_clip", "color_jitter", "lighting", "ema_decay", "mixup", "cutmix", "random_erasing")
         for key in floats:
             if not finite(getattr(self, key)):
                 raise ReslabError(f"{key} must be a finite number, got {getattr(self, key)}")
@@ -123,6 +134,9 @@ class RunConfig:
             (self.iterations is None or self.iterations > 0, f"iterations must be a positive integer, got {self.iterations}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.ema_decay is None or 0 < self.ema_decay < 1, f"ema_decay must be in (0, 1), got {self.ema_decay}"),
+            (self.mixup >= 0 and self.cutmix >= 0, f"mixup and cutmix must be >= 0, got {self.mixup} and {self.cutmix}"),
+            (0 <= self.random_erasing <= 1, f"random_erasing must be a probability in [0, 1], got {self.random_erasing}"),
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
             (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
@@ -153,7 +167,7 @@ class RunConfig:
             if not ok:
                 raise ReslabError(message)
         choices = {f.name: f.type for f in dataclasses.fields(self)}
-        for key in ("schedule", "milestone_unit", "augment", "normalize", "test_protocol"):
+        for key in ("schedule", "milestone_unit", "augment", "normalize", "test_protocol", "optimizer", "auto_augment"):
             allowed = _literal_values(choices[key])
             if getattr(self, key) not in allowed:
                 raise ReslabError(f"{key} must be one of {', '.join(allowed)}; got {getattr(self, key)!r}")

@@ -80,7 +80,8 @@ class TensorLoader(_Batches):
         images, labels: uint8 (N, C, H, W) and int64 (N,).
         batch_size: the GLOBAL batch size; each of ``world_size`` ranks gets an equal slice.
         normalizer: turns uint8 into the network's float input.
-        augment: ``"pad_crop_flip"``, ``"crop_flip"`` (same), ``"flip"`` or ``"none"``.
+        augment: ``"pad_crop_flip"``, ``"crop_flip"`` (same), ``"pad_crop"`` (no mirror images), ``"flip"``
+            or ``"none"``.
         train: shuffle each epoch and drop the last incomplete batch.
     """
 
@@ -136,8 +137,8 @@ class TensorLoader(_Batches):
         return self._augment(x, gen)
 
     def _augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        crop = self.augment in ("pad_crop_flip", "crop_flip")
-        x = pad_crop_flip(x, self.pad, gen, crop=crop, flip=True)
+        crop = self.augment in ("pad_crop_flip", "crop_flip", "pad_crop")
+        x = pad_crop_flip(x, self.pad, gen, crop=crop, flip=self.augment != "pad_crop")
         return lighting(x, self.lighting_std, gen, self.normalizer.std)
 
 
