@@ -158,15 +158,30 @@ def register_torchvision_converter(cls: type):
     return add
 
 
+def _check_tv_resnet_stride(model: nn.Module) -> None:
+    """Refuse a bottleneck ResNet with the stride in the first 1x1: torchvision's weights (v1.5, stride
+    in the 3x3) have the same shapes and would load silently, with different outputs."""
+    spec = getattr(model, "spec", None)
+    if getattr(spec, "block", None) == "bottleneck" and getattr(spec, "stride_in", "3x3") != "3x3":
+        name = getattr(model, "model_name", type(model).__name__)
+        raise ReslabError(
+            f"this {name} downsamples in the first 1x1 conv of each bottleneck (stride_in='1x1', the paper's v1); "
+            "torchvision's weights are for v1.5 (stride in the 3x3) and would load with different outputs: "
+            f"build it with create_model('{name}', stride_in='3x3') (CLI: --arch stride_in=3x3) to load them"
+        )
+
+
 def load_torchvision_state_dict(model: nn.Module, state_dict: StateDict) -> nn.Module:
     """Load a torchvision state dict into the matching reslab model (strictly).
 
     torchvision's ResNets put the bottleneck stride in the 3x3 conv, so build the target with
-    ``stride_in="3x3"`` (e.g. ``create_model("resnet50", stride_in="3x3")``) for equal outputs.
+    ``stride_in="3x3"`` (e.g. ``create_model("resnet50", stride_in="3x3")``) for equal outputs; a
+    bottleneck ResNet with the paper's default ``stride_in="1x1"`` is refused with that advice.
     Every key must map: nothing is left over or missing.
     """
     convert = next((fn for cls, fn in _TV_CONVERTERS.items() if isinstance(model, cls)), None)
     if convert is None:
+        _check_tv_resnet_stride(model)
         mapped = rename_keys(state_dict, _TV_RULES)
     else:
         mapped = convert(model, state_dict)
