@@ -375,11 +375,12 @@ def test_pixel_bomb_is_skipped_and_counted_with_skip_bad(tmp_path, cache):
         load_dataset(f"imagefolder:{root}", stream=True)  # the header probe starts with it
 
 
-def test_a_streamed_bomb_found_in_a_loader_worker_is_one_line(tmp_path, cache):
+def test_a_streamed_bomb_found_in_a_loader_worker_is_one_line(tmp_path, cache, monkeypatch):
     root = tmp_path / "imgs"
     write_folder(root, {"a": 2, "b": 2})
     (root / "b" / "zz-bomb.png").write_bytes(png_bomb(20000, 20000))
-    data = load_dataset(f"imagefolder:{root}", val_size=0, stream=True)  # the probe stops at the first colour image
+    monkeypatch.setattr("reslab.data.imagefolder.PROBE_ALL", 0)  # as in a large folder: the probe stops at the first colour image
+    data = load_dataset(f"imagefolder:{root}", val_size=0, stream=True)
     loader = FileLoader(data.train, 8, transform=ResizeCenterCrop(8, 8), device=torch.device("cpu"), train=False,
                         normalizer=Normalizer.fit("none", torch.zeros(1, 3, 8, 8, dtype=torch.uint8)), num_workers=1)
     with pytest.raises(ReslabError) as caught:

@@ -45,7 +45,8 @@ def tiny_folder(root: Path) -> Path:
 
 
 def test_the_registered_names_in_order_each_with_one_line():
-    assert dataset_names() == ["cifar10", "cifar100", "mnist", "fashion_mnist", "embedded", "imagefolder:PATH"]
+    assert dataset_names() == ["cifar10", "cifar100", "mnist", "fashion_mnist", "embedded", "imagefolder:PATH",
+                               "csv:PATH"]
     assert list_datasets() == dataset_names()
     assert list_datasets("cifar*") == ["cifar10", "cifar100"]
     assert list_datasets("imagefolder") == ["imagefolder:PATH"]
@@ -59,9 +60,12 @@ def test_the_registered_names_in_order_each_with_one_line():
 
 def test_every_name_loads_or_says_which_file_goes_where(tmp_path):
     folder = tiny_folder(tmp_path / "pets")
+    listed = tmp_path / "pets.csv"  # the same images, for csv:
+    listed.write_text("".join(f"pets/{p.relative_to(folder).as_posix()},{p.parent.name}\n"
+                              for p in sorted(folder.rglob("*.png"))))
     for name in dataset_names():
         entry = get_dataset_entry(name)
-        query = f"{entry.name}:{folder}" if entry.takes_path else name
+        query = f"{entry.name}:{listed if entry.name == 'csv' else folder}" if entry.takes_path else name
         try:
             data = load_dataset(query, download=False, val_size=0)
         except ReslabError as e:  # nothing of it here: the offline error names the files and where they go
@@ -119,7 +123,7 @@ def test_a_new_dataset_is_one_registration(scratch_registry):
     assert calls[0][0] == "" and calls[0][1].val_size == 2 and calls[0][1].seed == 3  # the entry's default
     load_dataset("toy", val_size=0.5)
     assert calls[1][1].val_size == 0.5
-    with pytest.raises(ReslabError, match="stream=True applies to imagefolder datasets; toy is always held in memory"):
+    with pytest.raises(ReslabError, match="stream=True applies to imagefolder and csv datasets; toy is always held in memory"):
         load_dataset("toy", stream=True)
     with pytest.raises(ReslabError, match=r"did you mean 'toy'"):
         load_dataset("tooy")

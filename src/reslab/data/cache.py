@@ -28,7 +28,7 @@ __all__ = ["CACHE_FORMAT", "archive_cache", "folder_cache", "cached", "extracted
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the count of grayscale images
 """The version of the decoded-tensor cache files; another is rebuilt."""
 
 
@@ -49,10 +49,12 @@ def archive_cache(archive: Path, image_size: int | None) -> Path:
     return _tensor_cache("tar", archive, image_size, f"{CACHE_FORMAT}\n{st.st_size}\n{st.st_mtime_ns}")
 
 
-def folder_cache(root: Path, image_size: int | None, rels: list[str], stats: list[tuple[int, int]]) -> Path:
-    """The cache file of a folder's decoded images, keyed by the names, sizes and mtimes of its images."""
-    state = f"{CACHE_FORMAT}\n" + "".join(f"{r}\t{n}\t{t}\n" for r, (n, t) in zip(rels, stats))
-    return _tensor_cache("dir", root, image_size, state)
+def folder_cache(root: Path, image_size: int | None, rels: list[str], stats: list[tuple[int, int]], *,
+                 kind: str = "dir", labels_key: str = "") -> Path:
+    """The cache file of a folder's decoded images, keyed by the names, sizes and mtimes of its images
+    (and ``labels_key``, a digest of the file that labels them, for a CSV or a labels.json)."""
+    state = f"{CACHE_FORMAT}\n{labels_key}\n" + "".join(f"{r}\t{n}\t{t}\n" for r, (n, t) in zip(rels, stats))
+    return _tensor_cache(kind, root, image_size, state)
 
 
 def _read_cache(path: Path, skip_bad: bool, source: Path) -> DecodedImages | None:
@@ -61,7 +63,7 @@ def _read_cache(path: Path, skip_bad: bool, source: Path) -> DecodedImages | Non
         if payload.get("format") != CACHE_FORMAT:
             raise ValueError("old cache format")
         decoded = DecodedImages(payload["images"], payload["labels"], dict(payload["sizes"]), list(payload["skipped"]),
-                                list(payload["classes"]), list(payload.get("resized", [])))
+                                list(payload["classes"]), list(payload.get("resized", [])), int(payload["gray"]))
         if decoded.images.dtype != torch.uint8 or decoded.images.shape[0] != sum(decoded.sizes.values()):
             raise ValueError("inconsistent contents")
     except Exception as e:  # an unreadable cache is rebuilt, never trusted
@@ -78,7 +80,7 @@ def _read_cache(path: Path, skip_bad: bool, source: Path) -> DecodedImages | Non
 
 def _write_cache(path: Path, decoded: DecodedImages) -> None:
     payload = {"format": CACHE_FORMAT, "images": decoded.images, "labels": decoded.labels, "sizes": decoded.sizes,
-               "skipped": decoded.skipped, "classes": decoded.classes, "resized": decoded.resized}
+               "skipped": decoded.skipped, "classes": decoded.classes, "resized": decoded.resized, "gray": decoded.gray}
     try:
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)

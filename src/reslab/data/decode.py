@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["GRAY_MODES", "BadImage", "bad_image_error", "decode_bytes", "decode_file", "probe_mode", "open_image",
            "open_regular", "not_regular", "stat_problem", "image_size_of", "decoding_pool", "decode_chunk", "Gather", "DecodedImages",
-           "decoded_count", "ODD_SIZE_SHARE"]
+           "decoded_count", "ODD_SIZE_SHARE", "gray_note"]
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,7 @@ class DecodedImages:
     skipped: list[list[str]]  # [name, reason]
     classes: list[str]
     resized: list[str] = field(default_factory=list)  # odd-sized images resized to the others' size
+    gray: int = 0  # grayscale images among them (converted to RGB where any image is colour)
 
 
 ODD_SIZE_SHARE = 0.01
@@ -299,21 +300,34 @@ class Gather:
         h, w = self.common
         images = torch.empty((len(order), channels, h, w), dtype=torch.uint8)
         resized = []
+        gray = 0
         for k, (i, _) in enumerate(order):
             x = self.images[i]
+            gray += x.shape[0] == 1
             if x.shape[1:] != (h, w):
                 x = _fit(x, (h, w))
                 resized.append(self.names[i])
-            images[k] = x  # broadcasts a grayscale image to all three channels
+            images[k] = x  # broadcasts a grayscale image to all three channels: PIL's convert("RGB")
         if resized:
             report_resized(self.where, resized, len(order), (h, w))
         sizes = {split: sum(1 for i, _ in items if i in self.images) for split, items in splits.items()}
         skipped = [self.skipped[i] for split in splits.values() for i, _ in split if i in self.skipped]
         labels = torch.tensor([y for _, y in order], dtype=torch.long)
-        return DecodedImages(images, labels, sizes, skipped, list(classes), resized)
+        return DecodedImages(images, labels, sizes, skipped, list(classes), resized, gray)
 
 
 def report_resized(where: str, resized: list[str], total: int, hw: tuple[int, int]) -> None:
     """The one-line warning for odd-sized images resized to the size the others share."""
     log.warning("%s: %d of %d images are not %s like the rest (e.g. %s); resized them to %s (pass image_size to "
                 "choose the size)", where, len(resized), total, _hw(hw), resized[0], _hw(hw))
+
+
+def gray_note(gray: int | None, total: int, channels: int, example: str | None = None) -> str | None:
+    """The line that reports grayscale images converted to RGB (None where nothing was converted):
+    ``gray`` of ``total`` images, or an unknown number (None) of which ``example`` is one."""
+    if channels != 3 or gray == 0:
+        return None
+    if gray is None:
+        return (f"grayscale and colour images are mixed (e.g. {example} is grayscale); grayscale images are converted "
+                "to RGB as they are loaded")
+    return f"{gray:,} of {total:,} images are grayscale; converted to RGB"

@@ -16,7 +16,7 @@ import torch
 from ..errors import ReslabError
 from .transforms import Normalizer, lighting, pad_crop_flip
 
-__all__ = ["TensorLoader", "FileLoader", "batch_generator", "epoch_permutation"]
+__all__ = ["TensorLoader", "FileLoader", "batch_generator", "epoch_permutation", "epoch_order"]
 
 
 def _mix(*parts: int) -> int:
@@ -28,6 +28,28 @@ def _mix(*parts: int) -> int:
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch, 1)))
+
+
+def epoch_order(labels: torch.Tensor, seed: int, epoch: int, balanced: bool = False) -> torch.Tensor:
+    """The training order of one epoch: ``len(labels)`` indices, a pure function of (labels, seed, epoch).
+
+    Not balanced: :func:`epoch_permutation`, each image once. Balanced: drawn with replacement, each
+    image with probability inversely proportional to the size of its class (a class, then an image
+    of it, each uniformly): the distribution of torch's ``WeightedRandomSampler(1 / count[label],
+    len(labels), replacement=True)``, seeded by (seed, epoch) so that resume and every rank agree.
+    """
+    n = len(labels)
+    if not balanced or n == 0:
+        return epoch_permutation(n, seed, epoch)
+    labels = torch.as_tensor(labels, dtype=torch.long).cpu()
+    by_class = torch.argsort(labels, stable=True)
+    counts = torch.bincount(labels)
+    present = torch.nonzero(counts).flatten()  # classes with images: the others are never drawn
+    starts = torch.cumsum(counts, 0) - counts
+    gen = torch.Generator().manual_seed(_mix(seed, epoch, 4))
+    cls = present[torch.randint(len(present), (n,), generator=gen)]
+    within = (torch.rand(n, generator=gen, dtype=torch.float64) * counts[cls]).long().clamp_max(counts[cls] - 1)
+    return by_class[starts[cls] + within]
 
 
 def batch_generator(seed: int, epoch: int, batch: int, device: torch.device) -> torch.Generator:
@@ -83,13 +105,16 @@ class TensorLoader(_Batches):
         augment: ``"pad_crop_flip"``, ``"crop_flip"`` (same), ``"pad_crop"`` (no mirror images), ``"flip"``
             or ``"none"``.
         train: shuffle each epoch and drop the last incomplete batch.
+        balanced: draw each epoch's images class-balanced, with replacement (:func:`epoch_order`).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
                  normalizer: Normalizer, device: torch.device, train: bool, seed: int = 0,
                  augment: str = "none", pad: int = 4, lighting_std: float = 0.0,
-                 channels_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1, balanced: bool = False) -> None:
         self.device = torch.device(device)
+        self.balanced = balanced
+        self._order_labels = labels.cpu()  # epoch_order draws on the CPU, the same on every device
         # Whole small datasets move to the GPU once (CIFAR-10: 150 MB of uint8), so batches never
         # cross the PCIe bus; on the CPU this is a no-op.
         self.images = images.to(self.device) if self.device.type == "cuda" else images
@@ -111,7 +136,7 @@ class TensorLoader(_Batches):
     def iterate(self, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of the current epoch from ``start_batch`` on."""
         n = len(self.labels)
-        order = epoch_permutation(n, self.seed, self.epoch) if self.train else None
+        order = epoch_order(self._order_labels, self.seed, self.epoch, self.balanced) if self.train else None
         for b in range(start_batch, len(self)):
             start, stop = b * self.batch_size, min((b + 1) * self.batch_size, n)
             lo, hi = self._slice(start, stop)
@@ -192,8 +217,10 @@ class FileLoader(_Batches):
     def __init__(self, files, batch_size: int, *, transform: Callable, normalizer: Normalizer,
                  device: torch.device, train: bool, seed: int = 0, num_workers: int = 2,
                  lighting_std: float = 0.0, channels_last: bool = False, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, balanced: bool = False) -> None:
         self.files, self.batch_size, self.transform = files, batch_size, transform
+        self.balanced = balanced
+        self._order_labels = files.labels if balanced else torch.empty(len(files), dtype=torch.long)
         self.device = torch.device(device)
         self.normalizer = normalizer.to(self.device)
         self.train, self.seed, self.num_workers = train, seed, num_workers
@@ -206,7 +233,8 @@ class FileLoader(_Batches):
 
     def iterate(self, start_batch: int = 0):
         n = len(self.files)
-        order = epoch_permutation(n, self.seed, self.epoch).tolist() if self.train else list(range(n))
+        order = epoch_order(self._order_labels, self.seed, self.epoch, self.balanced).tolist() if self.train \
+            else list(range(n))
         batches = []
         for b in range(start_batch, len(self)):
             lo, hi = self._slice(b * self.batch_size, min((b + 1) * self.batch_size, n))

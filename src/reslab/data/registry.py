@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ReslabError
-from .splits import DEFAULT_VAL_FRACTION, DatasetSplits, val_count
+from .splits import DEFAULT_VAL_FRACTION, DatasetSplits, report_classes, val_count
 
 __all__ = ["LoadOptions", "DatasetEntry", "register_dataset", "list_datasets", "dataset_names", "get_dataset_entry",
            "canonical_data_name", "load_dataset"]
@@ -153,9 +153,11 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, val_si
     """Load a dataset by name into train / val / test splits.
 
     Args:
-        name: ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``, ``embedded``, or
+        name: ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``, ``embedded``,
             ``imagefolder:PATH`` (a class-per-folder tree, optionally with ``train/``, ``val/``,
-            ``test/``, or a .tar.gz/.tgz/.tar/.zip archive of one); aliases such as ``cifar-10``
+            ``test/``, or a .tar.gz/.tgz/.tar/.zip archive of one; or a folder whose
+            ``labels.json`` maps image paths to class names), or ``csv:FILE`` (lines of
+            ``path,label[,split]``, :mod:`reslab.data.labels`); aliases such as ``cifar-10``
             and ``Fashion-MNIST`` too (:func:`list_datasets`). An image folder held in
             memory is decoded once and cached as a uint8 tensor file, keyed by its path and the
             names, sizes and mtimes of its files (an archive: its path, size and mtime); an
@@ -175,7 +177,9 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, val_si
             on memory; None decides by size and whether the images share one size.
 
     Returns:
-        The splits; ``info`` tells where the files came from (``root``, ``source``).
+        The splits; ``info`` tells where the files came from (``root``, ``source``); ``stats``
+        what a run reports: training images per class, their imbalance (warned of over
+        :data:`~reslab.data.splits.IMBALANCE_RATIO` to 1), grayscale images converted to RGB.
 
     Raises:
         ReslabError: Unknown name, missing or bad files, failed download; the message says what
@@ -191,4 +195,6 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, val_si
         raise ReslabError(f"stream=True applies to {streaming} datasets; {entry.name} is always held in memory")
     options = LoadOptions(data_dir, entry.default_val_size if val_size is None else val_size, seed, download,
                           skip_bad, image_size, stream)
-    return entry.loader(path, options)
+    data = entry.loader(path, options)
+    report_classes(data)
+    return data

@@ -8,6 +8,7 @@ trains CIFAR-10 on 45k and validates on 5k, Sec. 4.2).
 
 from __future__ import annotations
 
+import logging
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,11 +26,19 @@ if TYPE_CHECKING:
 
     from .registry import LoadOptions  # annotation only: registry imports this module
 
-__all__ = ["TensorImages", "FileImages", "DatasetSplits", "DEFAULT_VAL_FRACTION", "stratified_split", "val_count",
-           "split_train", "in_memory_splits"]
+log = logging.getLogger(__name__)
+
+__all__ = ["TensorImages", "FileImages", "DatasetSplits", "DEFAULT_VAL_FRACTION", "IMBALANCE_RATIO", "stratified_split",
+           "val_count", "split_train", "in_memory_splits", "report_classes"]
 
 DEFAULT_VAL_FRACTION = 0.1
 """The validation share of a training set where a dataset names no count of its own."""
+
+IMBALANCE_RATIO = 3.0
+"""A training set whose largest class has over this many times the images of its smallest is
+reported as imbalanced, with ``--balanced`` suggested. Three to one is where, in the usual
+guidance, a plain classifier starts to favour the large classes visibly: a 2:1 split is
+ordinary variation between real classes."""
 
 
 @dataclass(eq=False)
@@ -125,7 +134,13 @@ class DatasetSplits:
             ``skipped`` (bad files left out), ``counts`` (images per split), ``val_from``
             (``train``, ``val folder`` or ``none``); image folders add ``decoded`` (images
             decoded by this call: 0 on a cache hit), ``cache_file`` and ``resized`` (the few
-            odd-sized images resized to the size the others share).
+            odd-sized images resized to the size the others share); ``source`` is ``csv`` or
+            ``labels.json`` for images named in those (``val_from`` ``split column``: a CSV's).
+        stats: What a run reports about the data (its ``start`` event in metrics.jsonl), filled by
+            :func:`~reslab.data.load_dataset`: ``train_per_class`` (training images of each class),
+            ``imbalance`` (the largest class over the smallest; None when a class has no training
+            image), ``grayscale`` (grayscale images converted to RGB; None where not counted) and
+            ``notes`` (the warnings logged about the data, one line each).
     """
 
     name: str
@@ -136,6 +151,7 @@ class DatasetSplits:
     val: TensorImages | FileImages
     test: TensorImages | FileImages | None
     info: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -239,3 +255,34 @@ def in_memory_splits(name: str, train_full: TensorImages, test: TensorImages, cl
     info.update(skipped=[], val_from="train" if len(val) else "none",
                 counts={"train": len(train), "val": len(val), "test": len(test)})
     return DatasetSplits(name, classes, train.images.shape[1], tuple(train.images.shape[2:]), train, val, test, info)
+
+
+# ---------------------------------------------------------------------------------------------
+# What is reported about a dataset
+
+
+def report_classes(data: DatasetSplits) -> None:
+    """Count the training images of each class into ``data.stats`` and warn (one line, also kept in
+    ``stats["notes"]``) when the largest class has over :data:`IMBALANCE_RATIO` times the images of
+    the smallest, or a class has none."""
+    counts = torch.bincount(data.train.labels, minlength=len(data.classes)).tolist()[:len(data.classes)]
+    notes = list(data.stats.get("notes", []))
+    stats = data.stats = {"train_per_class": counts, "imbalance": None, "grayscale": data.stats.get("grayscale", 0),
+                          "notes": notes}
+    if not counts:
+        return
+    big, small = max(range(len(counts)), key=counts.__getitem__), min(range(len(counts)), key=counts.__getitem__)
+    if counts[small] == 0:
+        empty = [data.classes[k] for k, c in enumerate(counts) if c == 0]
+        note = (f"class{'es' * (len(empty) > 1)} {', '.join(map(repr, empty[:5]))}{' ...' * (len(empty) > 5)} "
+                f"ha{'ve' if len(empty) > 1 else 's'} no training images; add images or a smaller val_size")
+    else:
+        ratio = counts[big] / counts[small]
+        stats["imbalance"] = round(ratio, 3)
+        if ratio <= IMBALANCE_RATIO:
+            return
+        note = (f"imbalanced classes: the largest, {data.classes[big]!r} ({counts[big]:,} training images), is "
+                f"{ratio:.1f}x the smallest, {data.classes[small]!r} ({counts[small]:,}); --balanced "
+                "(balanced=True) draws training images class-balanced")
+    log.warning("%s: %s", data.name, note)
+    notes.append(note)

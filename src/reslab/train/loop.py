@@ -261,7 +261,7 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
                              "train": len(splits.train), "val": len(splits.val) if splits.val is not None else 0,
                              "test": len(splits.test) if splits.test is not None else 0,
                              "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-                             "world_size": ctx.world_size})
+                             "world_size": ctx.world_size, "data_stats": splits.stats})
     s.progress.update(s.step, f"epoch {s.start_epoch + 1}/{s.epochs}", "", force=True)
     s.t_epoch = time.time()
     return s

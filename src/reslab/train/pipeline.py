@@ -58,6 +58,7 @@ class _LoaderArgs(TypedDict):
     channels_last: bool
     rank: int
     world_size: int
+    balanced: bool
 
 
 def build_pipeline(cfg: RunConfig, splits: DatasetSplits, device: torch.device, ctx: DistContext,
@@ -67,7 +68,7 @@ def build_pipeline(cfg: RunConfig, splits: DatasetSplits, device: torch.device, 
     if normalizer is None:
         normalizer = fit_normalizer(cfg, splits)
     common = _LoaderArgs(normalizer=normalizer, device=device, seed=cfg.seed, channels_last=cfg.channels_last,
-                         rank=ctx.rank, world_size=ctx.world_size)
+                         rank=ctx.rank, world_size=ctx.world_size, balanced=cfg.balanced)
     if isinstance(train, FileImages):
         aug = ScaleAugment(cfg.scale_range, cfg.crop_size) if cfg.augment == "scale_crop_flip" else \
             ResizeCenterCrop(resize_short_side_ratio(cfg.crop_size), cfg.crop_size)
