@@ -6,10 +6,14 @@ User errors (:class:`~reslab.errors.ReslabError`) print one line and exit with c
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import os
+import re
 import shlex
+import shutil
 import sys
+import textwrap
 import typing
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -22,6 +26,8 @@ from . import experiments, rundir
 from ._table import format_table
 from ._version import __version__
 from .config import RunConfig, list_recipes, load_recipe, resolve_config
+from .demo import DEFAULT_DEPTH as DEMO_DEPTH
+from .demo import DEFAULT_EPOCHS as DEMO_EPOCHS
 from .demo import run_demo
 from .errors import ReslabError
 from .evaluate import evaluate_run
@@ -45,19 +51,67 @@ def command(name: str, help: str, add_args: Callable[[argparse.ArgumentParser], 
     return bind
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def _sequence(text: str, key: str, flag: str) -> Any:
+    """The forms people type for a list of numbers (``3,4,6,3``, ``(3,4,6,3)``, ``3 4 6 3``) as a
+    tuple; any other text unchanged; a list that is neither numbers nor text raises one line."""
+    example = f"{key}=3,4,6,3, {key}=(3,4,6,3) or {key}=[3,4,6,3]"
+    if text[:1] in "([" and text[-1:] in ")]":
+        try:
+            parsed = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            try:
+                parsed = yaml.safe_load("[" + text[1:-1] + "]")
+            except yaml.YAMLError:
+                parsed = None
+        if isinstance(parsed, list | tuple):
+            return parsed
+        raise ReslabError(f"{flag} {key}={text}: cannot read this list; write e.g. {example}")
+    if text[:1] in "([" or text[-1:] in ")]":
+        raise ReslabError(f"{flag} {key}={text}: unbalanced brackets; write e.g. {example}")
+    parts = [p for p in re.split(r"[,\s]+", text) if p]
+    numeric = [bool(_NUMBER.fullmatch(p)) for p in parts]
+    if len(parts) > 1 and all(numeric):
+        return [yaml.safe_load(p) for p in parts]
+    if "," in text and any(numeric):
+        raise ReslabError(f"{flag} {key}={text}: a list of numbers must hold numbers only; write e.g. {example}")
+    return text
+
+
 def parse_sets(items: Sequence[str] | None, flag: str = "--set") -> dict[str, Any]:
-    """``KEY=VALUE`` pairs with YAML-typed values (``3`` is an int, ``true`` a bool, ``[1,2]`` a list)."""
+    """``KEY=VALUE`` pairs with YAML-typed values (``3`` is an int, ``true`` a bool); a list of
+    numbers may be written ``3,4,6,3``, ``(3,4,6,3)``, ``[3,4,6,3]`` or ``"3 4 6 3"`` and becomes a tuple."""
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
         if not sep or not key:
             raise ReslabError(f"{flag} expects KEY=VALUE, got {item!r}")
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             parsed = value
-        out[key.replace("-", "_")] = tuple(parsed) if isinstance(parsed, list) else parsed
+        if isinstance(parsed, str):
+            parsed = _sequence(parsed.strip(), key, flag)
+        out[key] = _tuples(parsed)
     return out
+
+
+def check_arch(model: str, arch: dict[str, Any], flag: str = "--arch") -> None:
+    """Refuse text where ``model``'s spec holds a tuple (``layers=abc``), before the spec splits it
+    into characters."""
+    spec = getattr(get_model_entry(model).builder, "spec", None)
+    for key, value in arch.items():
+        default = getattr(spec, key, None)
+        if isinstance(default, tuple) and isinstance(value, str):
+            example = ",".join(map(str, default)) if all(isinstance(v, int) for v in default) and default else "..."
+            raise ReslabError(f"{flag} {key}={value}: {key} is a list of numbers, e.g. {key}={example}")
 
 
 def parse_size(text: str) -> tuple[int, int, int]:
@@ -79,7 +133,7 @@ def parse_size(text: str) -> tuple[int, int, int]:
 
 # -- reslab models ------------------------------------------------------------------------------
 def _models_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'resnet*'")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'resnet*' (default: *, all)")
 
 
 @command("models", "list registered architectures", _models_args)
@@ -98,9 +152,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 # -- reslab info --------------------------------------------------------------------------------
 def _info_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a registered name (see 'reslab models')")
-    p.add_argument("--input-size", type=str, default=None, help="H, HxW or C,H,W (default: the model's native size)")
-    p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--arch", action="append", metavar="KEY=VALUE", help="architecture option, e.g. --arch stride_in=3x3")
+    p.add_argument("--input-size", type=str, default=None, metavar="SIZE",
+                   help="H, HxW or C,H,W (default: the model's native size)")
+    p.add_argument("--num-classes", type=int, default=None, metavar="N",
+                   help="classifier outputs (default: the model's, e.g. 1000 for ImageNet nets, 10 for CIFAR nets)")
+    p.add_argument("--arch", action="append", metavar="KEY=VALUE",
+                   help="architecture option, repeatable, e.g. --arch stride_in=3x3 or --arch layers=3,4,6,3 "
+                        "(default: the registered architecture)")
 
 
 @command("info", "per-stage table of output shapes, parameters and multiply-adds", _info_args)
@@ -111,6 +169,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     size = parse_size(args.input_size) if args.input_size else get_model_entry(args.model).input_size
     if args.input_size and len(args.input_size.replace("x", ",").split(",")) < 3:
         size = (get_model_entry(args.model).input_size[0], *size[1:])
+    check_arch(args.model, overrides)
     check_model_size(args.model, **overrides)  # absurd options refused before anything is allocated
     model = create_model(args.model, **overrides)
     print(model_info(model, size).table())
@@ -160,19 +219,23 @@ def _config_flag(p: argparse.ArgumentParser, f: dataclasses.Field, hint: Any) ->
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.epilog = ("Defaults shown are the run config's own; a --recipe or --config sets its values first, and flags "
                 "override them. --print-config shows the result.")
-    p.add_argument("model", nargs="?", help="a registered architecture (see 'reslab models')")
-    p.add_argument("--recipe", help="a shipped recipe (see 'reslab recipes') or a YAML file")
-    p.add_argument("--config", help="a full config YAML, e.g. the config.yaml of an earlier run")
-    p.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly where it stopped")
+    p.add_argument("model", nargs="?",
+                   help="a registered architecture (see 'reslab models'; default: the --config's or --recipe's model)")
+    p.add_argument("--recipe", metavar="NAME", help="a shipped recipe (see 'reslab recipes') or a YAML file (default: none)")
+    p.add_argument("--config", metavar="YAML",
+                   help="a full config YAML, e.g. the config.yaml of an earlier run (default: none)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<model>-<data>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly where it stopped (default: a new run)")
     p.add_argument("--force", action="store_true",
                    help="write into an --out that already holds other files (never into another run)")
     hints = typing.get_type_hints(RunConfig)
     for f in dataclasses.fields(RunConfig):
         if f.metadata.get("cli", True):
             _config_flag(p, f, hints[f.name])
-    p.add_argument("--arch", action="append", metavar="KEY=VALUE", help="architecture option, e.g. --arch shortcut=B")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config field, e.g. --set milestones=[30,60]")
+    p.add_argument("--arch", action="append", metavar="KEY=VALUE",
+                   help="architecture option, repeatable, e.g. --arch shortcut=B or --arch layers=3,4,6,3 (default: none)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any config field, repeatable, e.g. --set milestones=30,60 (default: none)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
@@ -183,7 +246,11 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
     if args.resume and not rundir.is_run_dir(args.resume):
         raise ReslabError(f"{args.resume} is not a run directory (no config.yaml and checkpoints/); "
                           "give the --out of an earlier run")
-    return resolve_config(args.model, recipe=args.recipe, config=config, arch=parse_sets(args.arch, "--arch"), **given)
+    arch = parse_sets(args.arch, "--arch")
+    cfg = resolve_config(args.model, recipe=args.recipe, config=config, arch=arch, **given)
+    if arch and cfg.model:
+        check_arch(cfg.model, arch)
+    return cfg
 
 
 @command("train", "train a model and write a run directory", _train_args)
@@ -210,12 +277,12 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", default=None, choices=["center", "10crop", "multiscale"],
                    help="test protocol (default: the run's test_protocol)")
     p.add_argument("--split", default="test", choices=["test", "val"], help="which split (default: test)")
-    p.add_argument("--checkpoint", default="best", help="best, last or a .safetensors path (default: best)")
-    p.add_argument("--data", default=None,
+    p.add_argument("--checkpoint", default="best", metavar="CKPT", help="best, last or a .safetensors path (default: best)")
+    p.add_argument("--data", default=None, metavar="DATASET",
                    help="the dataset to evaluate on (default: the run's), e.g. imagefolder:PATH when the images moved")
-    p.add_argument("--data-dir", default=None, help="where the dataset's files are (default: the run's)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="where the dataset's files are (default: the run's)")
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per forward pass (default: 256)")
 
 
 @command("eval", "evaluate a trained run: top-1/top-5 error, per-class accuracy, confusion matrix", _eval_args)
@@ -239,9 +306,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a run directory written by 'reslab train'")
     p.add_argument("images", nargs="+", help="image files (any format PIL reads)")
-    p.add_argument("--topk", type=int, default=5, help="classes to show per image (default: 5)")
-    p.add_argument("--checkpoint", default="best", help="best, last or a .safetensors path (default: best)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--topk", type=int, default=5, metavar="K", help="classes to show per image (default: 5)")
+    p.add_argument("--checkpoint", default="best", metavar="CKPT", help="best, last or a .safetensors path (default: best)")
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: auto)")
 
 
 @command("predict", "top-k classes with probabilities for image files", _predict_args)
@@ -257,24 +324,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # -- reslab demo ----------------------------------------------------------------------------------
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="runs/demo", help="where the two runs and the report go (default: runs/demo)")
-    p.add_argument("--depth", type=int, default=20, help="CIFAR-style depth 6n+2 of both nets (default: 20)")
-    p.add_argument("--epochs", type=int, default=8, help="epochs per net (default: 8)")
-    p.add_argument("--data", default="embedded", help="dataset (default: embedded, shipped with reslab)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="where the two runs and the report go (default: runs/demo)")
+    p.add_argument("--depth", type=int, default=DEMO_DEPTH, metavar="N",
+                   help=f"CIFAR-style depth 6n+2 of both nets (default: {DEMO_DEPTH})")
+    p.add_argument("--epochs", type=int, default=DEMO_EPOCHS, metavar="N", help=f"epochs per net (default: {DEMO_EPOCHS})")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="train each net with seeds 0..N-1 and print mean ± std (default: 1)")
+    p.add_argument("--data", default="embedded", metavar="DATASET", help="dataset (default: embedded, shipped with reslab)")
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: auto)")
 
 
 @command("demo", "offline demo: a plain and a residual net side by side on the embedded data", _demo_args)
 def cmd_demo(args: argparse.Namespace) -> int:
-    print(run_demo(args.out, depth=args.depth, epochs=args.epochs, data=args.data, device=args.device).summary)
+    print(run_demo(args.out, depth=args.depth, epochs=args.epochs, seeds=args.seeds, data=args.data,
+                   device=args.device).summary)
     return 0
 
 
 # -- reslab report / recipes ----------------------------------------------------------------------
 def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", help="run directories (or experiment directories)")
-    p.add_argument("--out", help="with several runs: write a comparison report here")
-    p.add_argument("--title", default="Comparison", help="the comparison report's title (default: Comparison)")
+    p.add_argument("--out", metavar="DIR", help="with several runs: write a comparison report here (default: none)")
+    p.add_argument("--title", default="Comparison", metavar="TEXT", help="the comparison report's title (default: Comparison)")
 
 
 @command("report", "re-render reports and plots from run directories", _report_args)
@@ -291,7 +362,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _recipes_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", nargs="?", help="print this recipe's settings")
+    p.add_argument("name", nargs="?", help="print this recipe in full (default: list them all)")
+
+
+_ABBREVIATIONS = ("al.", "Sec.", "Fig.", "Eq.", "e.g.", "i.e.", "vs.", "cf.", "approx.")
+
+
+def recipe_summary(text: str) -> str:
+    """The first sentence of a recipe's header comment, whole (abbreviations such as "et al." and
+    "Sec." do not end it), or the whole header if it has no sentence end."""
+    header = " ".join(line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#")).strip()
+    for m in re.finditer(r"[.!?](?=\s+[A-Z(])", header):
+        if not header[: m.end()].endswith(_ABBREVIATIONS):
+            return header[: m.end()]
+    return header
 
 
 @command("recipes", "list the shipped training recipes, or print one", _recipes_args)
@@ -300,10 +384,14 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         load_recipe(args.name)  # validates the name with a clear error
         print((resources.files("reslab") / "recipes" / f"{args.name}.yaml").read_text(), end="")
         return 0
-    for name in list_recipes():
-        text = (resources.files("reslab") / "recipes" / f"{name}.yaml").read_text()
-        first = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), "")
-        print(f"{name:16s} {first}")
+    width = max(shutil.get_terminal_size((100, 24)).columns - 1, 60)
+    names = list_recipes()
+    pad = max(map(len, names)) + 2
+    for name in names:
+        text = recipe_summary((resources.files("reslab") / "recipes" / f"{name}.yaml").read_text())
+        print(textwrap.fill(text, width, initial_indent=name.ljust(pad), subsequent_indent=" " * pad,
+                            break_long_words=False, break_on_hyphens=False))
+    print("\n'reslab recipes NAME' prints one in full: its notes and every value.")
     return 0
 
 
@@ -312,21 +400,24 @@ def _reproduce_args(p: argparse.ArgumentParser) -> None:
     budgets = ", ".join(experiments.BUDGETS)
     p.add_argument("experiment", help=f"one of {', '.join(experiments.NAMES)}")
     p.add_argument("paths", nargs="*", help="responses: run directories or experiment directories to measure")
-    p.add_argument("--data", default="cifar10",
-                   help="dataset: cifar10 (default), imagefolder:PATH (a folder or .tar.gz of one), embedded")
-    p.add_argument("--data-dir", default=None, help="where to look for the dataset's files first")
-    p.add_argument("--out", default=None, help="experiment directory (default runs/EXPERIMENT-BUDGET; runs/responses)")
-    p.add_argument("--budget", default=experiments.DEFAULT_BUDGET,
+    p.add_argument("--data", default="cifar10", metavar="DATASET",
+                   help="dataset: cifar10, imagefolder:PATH (a folder or .tar.gz of one), embedded (default: cifar10)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where to look for the dataset's files first (default: $RESLAB_DATA, then the cache)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="experiment directory (default: runs/EXPERIMENT-BUDGET; runs/responses)")
+    p.add_argument("--budget", default=experiments.DEFAULT_BUDGET, metavar="BUDGET",
                    help=f"training budget, one of {budgets}, auto (default: full on a GPU, {experiments.CPU_BUDGET} on a "
                         "CPU, or the budget --out was started with): full is the paper's 64k-iteration schedule, "
                         "the cpu-* presets shorten it for a CPU, tiny takes seconds (tests); the report states the "
                         "preset's settings")
-    p.add_argument("--seeds", type=int, default=1, help="runs per net; tables give mean ± std (default 1)")
-    p.add_argument("--depths", default=None, help="comma-separated depths, e.g. 20,32,44,56,110,1202")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
-    p.add_argument("--images", type=int, default=500, help="responses: test images measured (default 500)")
-    p.add_argument("--checkpoint", default="best", help="responses: best or last weights (default best)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--seeds", type=int, default=1, metavar="N", help="runs per net; tables give mean ± std (default: 1)")
+    p.add_argument("--depths", default=None, metavar="D,D,...",
+                   help="comma-separated depths, e.g. 20,32,44,56,110,1202 (default: the experiment's)")
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu or cuda[:N] (default: auto)")
+    p.add_argument("--images", type=int, default=500, metavar="N", help="responses: test images measured (default: 500)")
+    p.add_argument("--checkpoint", default="best", metavar="CKPT", help="responses: best or last weights (default: best)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for torch (default: all cores; on a busy shared CPU 1 can be much faster)")
     p.add_argument("--dry-run", action="store_true", help="list the runs that would be trained, train nothing")
 
