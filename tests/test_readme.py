@@ -163,3 +163,15 @@ def test_readme_responses_claims_are_the_committed_results():
     findings = {f["claim"].split(" (")[0]: f["held"] for f in res["findings"]}
     assert findings == {"ResNets respond more weakly than their plain counterparts": True,
                         "the deeper the ResNet, the smaller its responses": False}
+
+
+def test_committed_results_name_no_absolute_path():
+    """results/ is read in other people's clones: no file may name a directory of the machine that
+    produced it (paths are relative to the experiment directory, data as the user gave it)."""
+    absolute = re.compile(r"(?<![\w.~-])/(?:work|home|tmp|root|Users|mnt|srv|scratch|private|var/folders)/"
+                          r"|[A-Za-z]:\\\\")
+    files = [f for f in (ROOT / "results").rglob("*") if f.suffix in (".md", ".html", ".json", ".jsonl", ".yaml")]
+    assert len(files) > 40  # reports, experiment/results JSON, and each run's config and metrics
+    bad = [f"{f.relative_to(ROOT)}: {m.group(0)}" for f in files for m in [absolute.search(f.read_text())] if m]
+    bad += [f"{f.relative_to(ROOT)}: the repository path" for f in files if str(ROOT) in f.read_text()]
+    assert not bad, "\n".join(bad)

@@ -252,3 +252,45 @@ def test_auto_budget_continues_the_recorded_budget_else_picks_by_device(copy, ca
     assert resolve_budget("degradation", "auto", "cpu", None) == "cpu-30min"
     assert resolve_budget("depth", "auto", "cpu", copy) == "cpu-30min"  # copy holds a degradation experiment
     assert resolve_budget("depth", "cpu-5min", "cpu", copy) == "cpu-5min"
+
+
+def _image_folder(root, per_class):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in per_class.items():
+        for k, cls in enumerate(("cat", "dog")):
+            (root / split / cls).mkdir(parents=True)
+            for j in range(n):
+                pixels = rng.integers(0, 128, (16, 16, 3), dtype=np.uint8) + 100 * k
+                Image.fromarray(pixels.astype(np.uint8)).save(root / split / cls / f"{j:03d}.png")
+
+
+def test_experiment_files_name_no_absolute_path(tmp_path, monkeypatch):
+    """experiment.json, results.json and the reports of a training and a responses experiment say
+    the data as the user gave it and every other path relative, even with absolute arguments."""
+    _image_folder(tmp_path / "mydata", {"train": 50, "test": 32})
+    monkeypatch.chdir(tmp_path)
+    exp, resp = tmp_path / "exp", tmp_path / "resp"
+    from reslab.cli import main  # records the command line, as the console script does
+
+    assert main(["reproduce", "degradation", "--budget", "tiny", "--data", "imagefolder:mydata", "--depths", "20",
+                 "--threads", "1", "--out", str(exp), "--data-dir", str(tmp_path / "mydata")]) == 0
+    assert main(["reproduce", "responses", str(exp), "--images", "10", "--out", str(resp), "--threads", "1"]) == 0
+    render_experiment(exp)
+    meta = json.loads((exp / "experiment.json").read_text())
+    assert meta["data"] == "imagefolder:mydata" and json.loads((exp / "results.json").read_text())["data"] == meta["data"]
+    assert "--out exp" in meta["command"] and "--data-dir mydata" in meta["command"]
+    assert json.loads((resp / "experiment.json").read_text())["command"].startswith("reslab reproduce responses exp ")
+    assert json.loads((resp / "experiment.json").read_text())["sources"] == ["../exp/runs/plain20-seed0",
+                                                                            "../exp/runs/resnet20-seed0"]
+    written = [f for d in (exp, resp) for f in d.rglob("*") if f.suffix in (".md", ".html", ".json")
+               and "runs" not in f.relative_to(d).parts]
+    assert {f.name for f in written} >= {"experiment.json", "results.json", "report.md", "report.html",
+                                         "measurements.json"}
+    for f in written:
+        assert str(tmp_path) not in f.read_text(), f"{f.relative_to(tmp_path)} names an absolute path"
+    # rerunning from the same place with the same (relative) data reuses the runs
+    assert reproduce("degradation", "--budget", "tiny", "--data", "imagefolder:mydata", "--depths", "20",
+                     "--threads", "1", "--out", "exp") == 0

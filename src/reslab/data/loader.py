@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 
 from ..errors import ReslabError
+from .regularize import BatchRegularizer, image_seeds, per_image, policy_transform
 from .transforms import Normalizer, lighting, pad_crop_flip
 
 __all__ = ["TensorLoader", "FileLoader", "batch_generator", "epoch_permutation", "epoch_order"]
@@ -105,14 +106,18 @@ class TensorLoader(_Batches):
         augment: ``"pad_crop_flip"``, ``"crop_flip"`` (same), ``"pad_crop"`` (no mirror images), ``"flip"``
             or ``"none"``.
         train: shuffle each epoch and drop the last incomplete batch.
+        policy: ``auto_augment``'s per-image policy on the uint8 images (``"randaugment"``, ...).
+        regularizer: random erasing and mixup / CutMix of the normalised batch.
         balanced: draw each epoch's images class-balanced, with replacement (:func:`epoch_order`).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
                  normalizer: Normalizer, device: torch.device, train: bool, seed: int = 0,
                  augment: str = "none", pad: int = 4, lighting_std: float = 0.0,
-                 channels_last: bool = False, rank: int = 0, world_size: int = 1, balanced: bool = False) -> None:
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1, balanced: bool = False,
+                 policy: str = "none", regularizer: BatchRegularizer | None = None) -> None:
         self.device = torch.device(device)
+        self.policy, self.regularizer = policy_transform(policy), regularizer
         self.balanced = balanced
         self._order_labels = labels.cpu()  # epoch_order draws on the CPU, the same on every device
         # Whole small datasets move to the GPU once (CIFAR-10: 150 MB of uint8), so batches never
@@ -145,10 +150,15 @@ class TensorLoader(_Batches):
                 x, y = self.images[idx.to(self.images.device)], self.labels[idx.to(self.labels.device)]
             else:
                 x, y = self.images[lo:hi], self.labels[lo:hi]
-            x = self.normalizer(x.to(self.device, non_blocking=True))
+            x = x.to(self.device, non_blocking=True)
+            if self.train and self.policy is not None:
+                x = per_image(self.policy, x, image_seeds(_mix(self.seed, self.epoch, b, 6), stop - start, lo - start, len(x)))
+            x = self.normalizer(x)
             if self.train and self.augment != "none":
                 gen = batch_generator(self.seed, self.epoch, b, self.device)
                 x = self._augment_global(x, gen, lo - start, stop - start)
+            if self.train and self.regularizer is not None:
+                x, y = self.regularizer(x, y, _mix(self.seed, self.epoch, b, 7), lo - start, stop - start)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y
@@ -217,8 +227,9 @@ class FileLoader(_Batches):
     def __init__(self, files, batch_size: int, *, transform: Callable, normalizer: Normalizer,
                  device: torch.device, train: bool, seed: int = 0, num_workers: int = 2,
                  lighting_std: float = 0.0, channels_last: bool = False, rank: int = 0,
-                 world_size: int = 1, balanced: bool = False) -> None:
+                 world_size: int = 1, balanced: bool = False, regularizer: BatchRegularizer | None = None) -> None:
         self.files, self.batch_size, self.transform = files, batch_size, transform
+        self.regularizer = regularizer
         self.balanced = balanced
         self._order_labels = files.labels if balanced else torch.empty(len(files), dtype=torch.long)
         self.device = torch.device(device)
@@ -252,6 +263,11 @@ class FileLoader(_Batches):
             x = self.normalizer(x.to(self.device, non_blocking=True))
             if self.train and self.lighting_std > 0:
                 x = lighting(x, self.lighting_std, batch_generator(self.seed, self.epoch, b, self.device), self.normalizer.std)
+            y = y.to(self.device)
+            if self.train and self.regularizer is not None:
+                start = b * self.batch_size
+                lo, _ = self._slice(start, min(start + self.batch_size, n))
+                x, y = self.regularizer(x, y, _mix(self.seed, self.epoch, b, 7), lo - start, min(self.batch_size, n - start))
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, y.to(self.device)
+            yield x, y

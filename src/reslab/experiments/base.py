@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import shlex
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +19,7 @@ from ..errors import ReslabError
 from .budgets import Budget
 
 __all__ = ["Net", "ExperimentDef", "Finding", "Stat", "RunResult", "NetResult", "Summary", "Analysis",
-           "read_experiment", "now_iso", "md_table", "fmt_stat", "parse_depths", "check_seeds"]
+           "read_experiment", "now_iso", "md_table", "fmt_stat", "parse_depths", "check_seeds", "portable_command"]
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,26 @@ def read_experiment(exp_dir: Path) -> dict[str, Any]:
         raise ReslabError(f"{path} does not describe an experiment (no 'experiment' key)")
     return meta
 
+
+
+_ABS_ARG = re.compile(r"^(--[\w-]+=)?(\w+:)?(/.*)$")
+
+
+def portable_command(command: str) -> str:
+    """``command`` with each absolute path argument (``/abs/x``, ``--out=/abs/x``,
+    ``imagefolder:/abs/x``) made relative to the working directory, so a recorded command names
+    no directory of the machine it ran on and reruns from the same place."""
+    try:
+        args = shlex.split(command)
+    except ValueError:
+        return command
+    out = []
+    for arg in args:
+        m = _ABS_ARG.match(arg)
+        if m and os.path.isabs(m.group(3)):
+            arg = f"{m.group(1) or ''}{m.group(2) or ''}{os.path.relpath(m.group(3))}"
+        out.append(arg)
+    return shlex.join(out)
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:

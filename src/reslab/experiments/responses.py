@@ -9,6 +9,8 @@ counterparts' layers, and the deeper the ResNet, the smaller its responses.
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import statistics
 import time
 from collections.abc import Sequence
@@ -30,7 +32,7 @@ from ..predict import load_run
 from ..report import markdown_to_html
 from ..train.distributed import resolve_device
 from . import paper
-from .base import Finding, md_table, now_iso, read_experiment
+from .base import Finding, md_table, now_iso, portable_command, read_experiment
 
 TITLE = "Layer responses of plain and residual nets (He et al. 2015, Figure 7)"
 SOURCE = "He et al. 2015, Sec. 4.2 and Figure 7 (CIFAR-10)"
@@ -65,6 +67,12 @@ def _source_runs(paths: Sequence[str | Path]) -> list[Path]:
             seen.add(r.resolve())
             unique.append(r)
     return unique
+
+
+def _relative(path: Path, exp_dir: Path) -> str:
+    """``path`` relative to the experiment directory (forward slashes), so the record does not name
+    this machine's directories and survives moving both together."""
+    return Path(os.path.relpath(path.absolute(), exp_dir.absolute())).as_posix()
 
 
 def _test_batch(cfg, images: int, cache: dict):
@@ -126,15 +134,15 @@ def run_responses(paths: Sequence[str | Path], *, out: str | Path = "runs/respon
         stds = layer_responses(loaded.model, batch, batch_size=250)
         residual, depth = _describe(loaded.model, loaded.config)
         values = [s for _, s in stds]
-        measured.append({"run": str(run_dir), "name": run_dir.name, "model": loaded.config.model,
+        measured.append({"run": _relative(run_dir, out), "name": run_dir.name, "model": loaded.config.model,
                          "residual": residual, "depth": depth, "checkpoint": loaded.checkpoint, "images": len(x),
                          "layers": [n for n, _ in stds], "stds": values,
                          "mean_std": statistics.fmean(values), "median_std": statistics.median(values)})
         print(f"{run_dir}: {len(values)} 3x3 layers, mean std {statistics.fmean(values):.3f}", flush=True)
 
-    meta = {"experiment": "responses", "title": TITLE, "source": SOURCE, "sources": [str(s) for s in sources],
+    meta = {"experiment": "responses", "title": TITLE, "source": SOURCE, "sources": [_relative(s, out) for s in sources],
             "images": images, "checkpoint": checkpoint, "device": device, "reslab": __version__,
-            "command": command or "reslab reproduce responses " + " ".join(map(str, paths)),
+            "command": portable_command(command or shlex.join(["reslab", "reproduce", "responses", *map(str, paths)])),
             "created": now_iso(), "sessions": [{"started": now_iso(), "wall_time": round(time.time() - t0, 3)}]}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "experiment.json", json.dumps(meta, indent=2) + "\n")

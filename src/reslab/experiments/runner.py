@@ -15,6 +15,7 @@ Everything but the run directories is re-rendered from them by :func:`render_tra
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import time
@@ -33,7 +34,7 @@ from ..errors import ReslabError
 from ..io import atomic_write_text
 from ..report import render_run_report
 from ..train import TrainingDiverged, train_or_reuse
-from .base import ExperimentDef, Net, check_seeds, now_iso, parse_depths, read_experiment
+from .base import ExperimentDef, Net, check_seeds, now_iso, parse_depths, portable_command, read_experiment
 from .budgets import Budget, get_budget, prepare_data
 from .results import render_training_experiment
 
@@ -84,6 +85,27 @@ def _train_or_reuse(cfg: RunConfig, run_dir: Path, data: DatasetSplits | None) -
     return what
 
 
+def portable_data_name(name: str, exp_dir: Path) -> str:
+    """``name`` as an experiment records it: an image folder inside the experiment directory relative
+    to it, any other name as given (never resolved to this machine's absolute path)."""
+    canonical = canonical_data_name(name)
+    prefix, colon, path = canonical.partition(":")
+    if colon and canonical != name:
+        try:
+            return f"{prefix}:{Path(path).relative_to(exp_dir.absolute())}"
+        except ValueError:
+            return name
+    return name
+
+
+def _data_from(recorded: str, exp_dir: Path) -> str:
+    """The canonical name of a dataset recorded by :func:`portable_data_name`."""
+    prefix, colon, path = recorded.partition(":")
+    if colon and path and not Path(path).expanduser().is_absolute() and (exp_dir / path).exists():
+        return canonical_data_name(f"{prefix}:{exp_dir / path}")
+    return canonical_data_name(recorded)
+
+
 # -- running ------------------------------------------------------------------------------------------
 def run_training_experiment(exp: ExperimentDef, *, out: str | Path, budget: str = "cpu-30min", data: str = "cifar10",
                             data_dir: str | None = None, seeds: int = 1, depths: str | Sequence[int] | None = None,
@@ -111,8 +133,9 @@ def run_training_experiment(exp: ExperimentDef, *, out: str | Path, budget: str 
     n_seeds = check_seeds(seeds)
     if not isinstance(data, str) or not data.strip():
         raise ReslabError("--data must name a dataset, e.g. cifar10, embedded or imagefolder:PATH")
-    data = canonical_data_name(data.strip())
     exp_dir = Path(out)
+    shown = portable_data_name(data.strip(), exp_dir)  # what experiment.json and the report say
+    data = canonical_data_name(data.strip())  # what the runs load: an image folder by absolute path
     nets = exp.nets(depth_list)
     plan = [(net, seed) for seed in range(n_seeds) for net in nets]
     configs = {(net.name, seed): _config_for(net, seed, b, data, data_dir, device) for net, seed in plan}
@@ -120,7 +143,10 @@ def run_training_experiment(exp: ExperimentDef, *, out: str | Path, budget: str 
     old = read_experiment(exp_dir) if (exp_dir / "experiment.json").is_file() else None
     if old is not None:
         for key, want in (("experiment", exp.name), ("budget", b.name), ("data", data)):
-            if old.get(key) != want:
+            have = old.get(key)
+            if key == "data" and isinstance(have, str) and want in (have, _data_from(have, exp_dir)):
+                continue
+            if have != want:
                 raise ReslabError(f"{exp_dir} holds a {old.get('experiment')} experiment with budget {old.get('budget')} "
                                   f"on {old.get('data')}; this asks for {key} {want}: choose another --out")
     elif exp_dir.exists() and any(p.name != rundir.LOCK for p in exp_dir.iterdir()) and not dry_run:
@@ -132,7 +158,7 @@ def run_training_experiment(exp: ExperimentDef, *, out: str | Path, budget: str 
              "group": net.group, "depth": net.depth, "seed": seed, "path": f"runs/{_run_name(net, seed)}"}
             for net, seed in plan]
     print(f"{exp.name}: {len(nets)} nets x {n_seeds} seed(s) = {len(plan)} runs, budget {b.name} ({b.summary}), "
-          f"data {data} -> {exp_dir}", flush=True)
+          f"data {shown} -> {exp_dir}", flush=True)
     if dry_run:
         for r in runs:
             state = rundir.run_status(exp_dir / r["path"]) or ("unfinished" if (exp_dir / r["path"]).exists() else "new")
@@ -141,9 +167,11 @@ def run_training_experiment(exp: ExperimentDef, *, out: str | Path, budget: str 
 
     meta = dict(old or {})
     meta.update({"experiment": exp.name, "title": exp.title, "source": exp.source, "budget": b.name,
-                 "budget_settings": b.settings(), "data": data, "data_dir": data_dir, "seeds": n_seeds,
+                 "budget_settings": b.settings(), "data": shown, "seeds": n_seeds,
+                 "data_dir": os.path.relpath(data_dir) if data_dir and os.path.isabs(data_dir) else data_dir,
                  "depths": list(depth_list), "device": device, "runs": runs,
-                 "command": command or _default_command(exp.name, b.name, data, n_seeds, depth_list, exp_dir)})
+                 "command": portable_command(command or _default_command(exp.name, b.name, shown, n_seeds, depth_list,
+                                                                          exp_dir))})
     meta.setdefault("created", now_iso())
     meta.setdefault("sessions", [])
     meta["reslab"] = __version__

@@ -6,6 +6,10 @@ fsynced and renamed over the previous one, so a kill at any instant leaves eithe
 checkpoint or the new one, never a mix. ``checkpoints/last.safetensors`` (for eval, predict,
 export) is written after the commit; when a kill leaves it behind the state, the next resume
 rewrites it. ``checkpoints/best.safetensors`` is one file, committed the same way.
+
+With an EMA of the weights (``--ema-decay``), the safetensors files hold the average (what
+validation, the test, eval and predict use) and the state holds both the training weights and the
+average, in the same single commit.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from .. import rundir
 from ..errors import ReslabError
@@ -45,18 +50,22 @@ def _tuplify(x: Any) -> Any:
     return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
+def _cpu(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
 def save_checkpoint(run_dir: Path, tag: str, model: nn.Module, state: dict[str, Any] | None = None,
-                    metadata: dict[str, Any] | None = None) -> None:
-    """Commit ``{tag}.state.pt`` (weights + ``state``) when given a state, then write
-    ``checkpoints/{tag}.safetensors``."""
+                    metadata: dict[str, Any] | None = None, ema: AveragedModel | None = None) -> None:
+    """Commit ``{tag}.state.pt`` (weights + ``state``, and ``ema``'s state) when given a state, then
+    write ``checkpoints/{tag}.safetensors``: ``ema``'s average when given, else ``model``'s weights."""
     step = int((state or metadata or {}).get("step", -1))
     meta = {"step": str(step), **{k: str(v) for k, v in (metadata or {}).items()}}
     try:
         if state is not None:
-            weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            extra = {"ema": _cpu(ema)} if ema is not None else {}
             with atomic_path(rundir.state_file(run_dir, tag)) as tmp:
-                torch.save({**state, "weights_step": step, "model": weights}, tmp)
-        save_weights(model, rundir.weights_file(run_dir, tag), metadata=meta)
+                torch.save({**state, **extra, "weights_step": step, "model": _cpu(model)}, tmp)
+        save_weights(model if ema is None else ema.module, rundir.weights_file(run_dir, tag), metadata=meta)
     except OSError as e:  # a full disk, a read-only folder: the previous checkpoint is untouched
         raise ReslabError(f"could not save the {tag} checkpoint in {run_dir / rundir.CHECKPOINTS} "
                           f"({e.strerror or e}); the previous one is intact: free space or fix permissions, "
@@ -84,8 +93,10 @@ def _read_state(path: Path) -> dict[str, Any]:
 _STATE_KEYS = frozenset({"optimizer", "schedule", "scaler", "rng", "epoch", "batch", "step"})
 
 
-def load_checkpoint(run_dir: Path, model: nn.Module, tag: str = "last", *, repair: bool = False) -> dict[str, Any]:
-    """Load the weights into ``model`` and return the training state (``weights_only=True``).
+def load_checkpoint(run_dir: Path, model: nn.Module, tag: str = "last", *, repair: bool = False,
+                    ema: AveragedModel | None = None) -> dict[str, Any]:
+    """Load the weights into ``model`` (and the average into ``ema``) and return the training state
+    (``weights_only=True``).
 
     ``repair``: rewrite ``{tag}.safetensors`` from the state when a kill left it behind (rank 0).
     """
@@ -93,13 +104,17 @@ def load_checkpoint(run_dir: Path, model: nn.Module, tag: str = "last", *, repai
     if not state_path.is_file():
         raise ReslabError(f"{state_path} not found: {run_dir} has no resumable checkpoint")
     state = _read_state(state_path)
+    if ema is not None and "ema" not in state:
+        raise ReslabError(f"{state_path} was saved without an EMA of the weights; resume it without --ema-decay")
     if "model" in state:  # one commit: the weights are in the state
         weights_in_state = state.pop("model")
         check_weights(model, weights_in_state, str(state_path))
         load_state_dict_checked(model, weights_in_state, str(state_path))
+        if ema is not None:
+            ema.load_state_dict(state.pop("ema"))
         weights = rundir.weights_file(run_dir, tag)
         if repair and _weights_step(weights) != str(state.get("weights_step")):
-            save_weights(model, weights, metadata={"step": str(state.get("weights_step"))})
+            save_weights(model if ema is None else ema.module, weights, metadata={"step": str(state.get("weights_step"))})
         return state
     # a checkpoint of an earlier version: weights and state in two files, checked against each other
     meta = load_run_weights(run_dir, tag, model)

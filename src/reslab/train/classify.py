@@ -28,6 +28,7 @@ class ClassifyTask:
 
     def loss(self, output: Any, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ce = lambda logits: F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)  # noqa: E731
+        # target: class indices, or (N, classes) probabilities from mixup / CutMix (smoothed the same way)
         if isinstance(output, AuxOutput):  # GoogLeNet / Inception-v3: weighted auxiliary losses
             extra = sum(w * ce(a) for a, w in zip(output.aux_logits, output.aux_weights))
             return ce(output.logits) + extra, output.logits
@@ -35,6 +36,8 @@ class ClassifyTask:
 
     def batch_stats(self, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"correct": (prediction.detach().argmax(1) == target).sum()}
+        if target.ndim == 2:  # mixup / CutMix: counted against the larger share of each mixed label
+            target = target.argmax(1)
 
     def train_metrics(self, stats: dict[str, Any]) -> dict[str, float]:
         n = max(stats["n"], 1)

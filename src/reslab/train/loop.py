@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import yaml
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import rundir
 from .._table import format_duration
@@ -147,6 +148,7 @@ class _Session:
     t_start: float
     lock: rundir.RunLock | None = None
     step: int = 0
+    ema: AveragedModel | None = None  # the weights' moving average: what is validated, saved and tested
     start_epoch: int = 0
     start_batch: int = 0
     best_err: float | None = None
@@ -223,8 +225,13 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
     model, net = wrap_model(model, cfg, device, ctx)
 
     base_lr = cfg.lr * (cfg.batch_size / 256 if cfg.scale_lr else 1.0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=cfg.momentum,
-                                nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    optimizer: torch.optim.Optimizer = (
+        torch.optim.AdamW(model.parameters(), lr=base_lr, weight_decay=cfg.weight_decay) if cfg.optimizer == "adamw"
+        else torch.optim.SGD(model.parameters(), lr=base_lr, momentum=cfg.momentum,
+                             nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay))
+    # EMA of the unwrapped model's parameters and BN buffers, updated after every optimizer step
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+           if cfg.ema_decay is not None else None)
     amp_dtype = amp_dtype_for(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     steps_per_epoch = len(train_loader)
@@ -238,9 +245,9 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
     s = _Session(cfg, run_dir, device, ctx, amp_dtype, task_for(cfg), splits, model, net, optimizer, scaler, schedule,
                  train_loader, normalizer, steps_per_epoch, total_steps, math.ceil(total_steps / steps_per_epoch),
                  MetricsWriter(run_dir, ctx.is_main, cfg.tensorboard), Progress(cfg.progress and ctx.is_main, total_steps),
-                 t_start, lock=lock, stats=empty_stats())
+                 t_start, lock=lock, ema=ema, stats=empty_stats())
     if resume:
-        state = load_checkpoint(run_dir, model, "last", repair=ctx.is_main)
+        state = load_checkpoint(run_dir, model, "last", repair=ctx.is_main, ema=ema)
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         scaler.load_state_dict(state["scaler"])
@@ -309,6 +316,8 @@ def _train_epoch(s: _Session, epoch: int, stop: StopFlag, on_step: Callable[[int
             sums[k] = sums[k] + v if k in sums else v
         seen += len(y)
         s.imgs_epoch += len(y) * ctx.world_size
+        if s.ema is not None:
+            s.ema.update_parameters(s.model)
         window.append(loss_d)
         if len(window) >= check_every:
             check_finite(window, window_start, ctx, s.run_dir, s.last_saved_step)
@@ -330,7 +339,7 @@ def _train_epoch(s: _Session, epoch: int, stop: StopFlag, on_step: Callable[[int
             if ctx.enabled:  # the saved statistics are the epoch's over every rank (a resume may use any number)
                 s.stats = all_reduce_stats(s.stats, device)
             if ctx.is_main:
-                save_checkpoint(s.run_dir, "last", s.model, s.state(epoch, b + 1))
+                save_checkpoint(s.run_dir, "last", s.model, s.state(epoch, b + 1), ema=s.ema)
             s.last_saved_step = s.step
             raise TrainingInterrupted(f"interrupted at step {s.step}; checkpoint saved. "
                                       f"Continue with: reslab train --resume {s.run_dir}")
@@ -349,19 +358,20 @@ def _validate(s: _Session, epoch: int, record: dict[str, Any]) -> None:
     val = s.splits.val
     if val is None or len(val) == 0 or not ((epoch + 1) % s.cfg.eval_every == 0 or last_epoch):
         return
-    record.update(s.task.validate(s.model, s.splits, s.normalizer, s))
+    record.update(s.task.validate(s.model if s.ema is None else s.ema.module, s.splits, s.normalizer, s))
     err = record[s.task.selection_metric]
     s.schedule.observe_val_error(err)
     if s.best_err is None or err < s.best_err:
         s.best_err, s.best_epoch = err, epoch + 1
         if s.ctx.is_main:
-            save_checkpoint(s.run_dir, "best", s.model, metadata={"step": s.step, "epoch": epoch + 1, "val_err": err})
+            save_checkpoint(s.run_dir, "best", s.model, metadata={"step": s.step, "epoch": epoch + 1, "val_err": err},
+                            ema=s.ema)
 
 
 def _end_epoch(s: _Session, epoch: int, record: dict[str, Any]) -> None:
     s.stats = empty_stats()
     if s.ctx.is_main:
-        save_checkpoint(s.run_dir, "last", s.model, s.state(*s.resume_at))
+        save_checkpoint(s.run_dir, "last", s.model, s.state(*s.resume_at), ema=s.ema)
     s.last_saved_step = s.step
     s.metrics.write(record)
     eta = (time.time() - s.t_start) / max(s.step, 1) * (s.total_steps - s.step) if s.step else 0

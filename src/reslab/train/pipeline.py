@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypedDict
 
@@ -18,6 +19,7 @@ from .. import rundir
 from ..config import RunConfig
 from ..data import DatasetSplits, FileImages
 from ..data.loader import FileLoader, TensorLoader
+from ..data.regularize import BatchRegularizer, PolicyAugment
 from ..data.transforms import Normalizer, ResizeCenterCrop, ScaleAugment, resize_short_side_ratio
 from ..io import atomic_path
 from .distributed import DistContext, convert_sync_batchnorm
@@ -69,13 +71,17 @@ def build_pipeline(cfg: RunConfig, splits: DatasetSplits, device: torch.device, 
         normalizer = fit_normalizer(cfg, splits)
     common = _LoaderArgs(normalizer=normalizer, device=device, seed=cfg.seed, channels_last=cfg.channels_last,
                          rank=ctx.rank, world_size=ctx.world_size, balanced=cfg.balanced)
+    regularizer = BatchRegularizer.from_config(cfg, len(splits.classes))  # random erasing, mixup, CutMix
     if isinstance(train, FileImages):
-        aug = ScaleAugment(cfg.scale_range, cfg.crop_size) if cfg.augment == "scale_crop_flip" else \
+        aug: Callable[..., torch.Tensor] = ScaleAugment(cfg.scale_range, cfg.crop_size) if cfg.augment == "scale_crop_flip" else \
             ResizeCenterCrop(resize_short_side_ratio(cfg.crop_size), cfg.crop_size)
+        if cfg.auto_augment != "none":
+            aug = PolicyAugment(aug, cfg.auto_augment)
         return FileLoader(train, cfg.batch_size, transform=aug, train=True, num_workers=cfg.num_workers,
-                          lighting_std=cfg.lighting, **common), normalizer
+                          lighting_std=cfg.lighting, regularizer=regularizer, **common), normalizer
     return TensorLoader(train.images, train.labels, cfg.batch_size, train=True, augment=cfg.augment,
-                        pad=cfg.pad, lighting_std=cfg.lighting, **common), normalizer
+                        pad=cfg.pad, lighting_std=cfg.lighting, policy=cfg.auto_augment, regularizer=regularizer,
+                        **common), normalizer
 
 
 def save_preprocess(run_dir: Path, normalizer: Normalizer, splits: DatasetSplits, cfg: RunConfig) -> None:
