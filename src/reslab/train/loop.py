@@ -27,11 +27,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import rundir
 from .._table import format_duration
-from ..config import RunConfig, check_resume, make_config
+from ..config import RunConfig, auto_pending, check_resume, make_config
 from ..data import DatasetSplits, canonical_data_name, load_dataset
 from ..errors import ReslabError
 from ..io import atomic_write_text
 from ..models import check_model_size, create_model
+from .auto import adopt_auto, resolve_auto
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .classify import ClassifyTask
 from .distributed import DistContext, init_distributed, resolve_device
@@ -147,8 +148,8 @@ class _Session:
     progress: Progress
     t_start: float
     lock: rundir.RunLock | None = None
-    step: int = 0
     ema: AveragedModel | None = None  # the weights' moving average: what is validated, saved and tested
+    step: int = 0
     start_epoch: int = 0
     start_batch: int = 0
     best_err: float | None = None
@@ -180,7 +181,8 @@ def _open_run_dir(cfg: RunConfig, out: str | os.PathLike | None, resume: bool, f
         try:
             resume = rundir.prepare(run_dir, resume, force=force)
             if resume:
-                check_resume(make_config(rundir.read_config(run_dir)), cfg, run_dir)
+                saved = make_config(rundir.read_config(run_dir))
+                check_resume(saved, adopt_auto(saved, cfg), run_dir)
         except BaseException:
             lock.release(cleanup=True)
             raise
@@ -196,6 +198,8 @@ def _setup(config: RunConfig, out: str | os.PathLike | None, resume: bool, data:
     # absolute image-folder paths: eval, predict and --resume then work from any directory
     cfg = dataclasses.replace(cfg, data=canonical_data_name(cfg.data))
     run_dir, resume, lock = _open_run_dir(cfg, out, resume, force, ctx)
+    if resume and auto_pending(cfg):  # the saved run's choices, not new ones
+        cfg = adopt_auto(make_config(rundir.read_config(run_dir)), cfg)
     ctx.barrier()
     try:
         return _build_session(cfg, run_dir, resume, data, device, ctx, lock, t_start)
@@ -217,6 +221,11 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
         image_size=cfg.image_size)
     if len(splits.train) == 0:
         raise ReslabError(f"dataset {cfg.data} has no training images")
+    if auto_pending(cfg):  # recipe auto: settings chosen from the data (rank 0's choice for every rank)
+        if ctx.is_main:
+            rundir.make_dirs(run_dir)
+        cfg = ctx.broadcast_object(resolve_auto(cfg, splits, device, run_dir if ctx.is_main else None,
+                                                log=Progress(False, 0).print if ctx.is_main else lambda _: None))
     check_model_size(cfg.model, num_classes=len(splits.classes), in_chans=splits.channels, **cfg.model_args)
     model = create_model(cfg.model, num_classes=len(splits.classes), in_chans=splits.channels, **cfg.model_args)
     params = sum(p.numel() for p in model.parameters())
@@ -307,6 +316,8 @@ def _train_epoch(s: _Session, epoch: int, stop: StopFlag, on_step: Callable[[int
             nn.utils.clip_grad_norm_(s.model.parameters(), cfg.grad_clip)
         s.scaler.step(s.optimizer)
         s.scaler.update()
+        if s.ema is not None:
+            s.ema.update_parameters(s.model)
         s.step += 1
         if on_step is not None:
             on_step(s.step, s.model)
@@ -316,8 +327,6 @@ def _train_epoch(s: _Session, epoch: int, stop: StopFlag, on_step: Callable[[int
             sums[k] = sums[k] + v if k in sums else v
         seen += len(y)
         s.imgs_epoch += len(y) * ctx.world_size
-        if s.ema is not None:
-            s.ema.update_parameters(s.model)
         window.append(loss_d)
         if len(window) >= check_every:
             check_finite(window, window_start, ctx, s.run_dir, s.last_saved_step)
@@ -396,6 +405,13 @@ def _test(s: _Session) -> dict[str, Any] | None:
     if s.ctx.is_main:
         s.progress.print(f"test ({record['protocol']}, {record['checkpoint']} checkpoint): "
                          f"top-1 err {record['top1_err']:.2f}%  top-5 err {record['top5_err']:.2f}%")
+        base = record.get("baselines") or {}
+        if base:
+            s.progress.print(f"baselines on the same test split: majority class {base['majority']['test_err']:.2f}%, "
+                             f"linear classifier on pixels {base['linear']['test_err']:.2f}% "
+                             f"({base['linear']['seconds']:.0f}s)")
+        for note in record.pop("notes", []):
+            s.progress.print(note)
     return record
 
 
