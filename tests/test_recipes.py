@@ -98,7 +98,12 @@ SHORT_CPU = {
     "test_protocol": "center",
 }
 
-EXPECTED = {"paper_cifar10": PAPER_CIFAR10, "paper_imagenet": PAPER_IMAGENET, "short_cpu": SHORT_CPU}
+# fast_cpu's header: short_cpu's one-cycle lr, Nesterov momentum, label smoothing 0.1, the paper's
+# augmentation and normalisation, 10 epochs, plus an EMA of the weights with decay 0.99.
+FAST_CPU = {**SHORT_CPU, "epochs": 10, "ema_decay": 0.99}
+
+EXPECTED = {"paper_cifar10": PAPER_CIFAR10, "paper_imagenet": PAPER_IMAGENET, "short_cpu": SHORT_CPU,
+            "fast_cpu": FAST_CPU}
 
 
 def test_the_shipped_recipes_are_exactly_the_documented_ones():
@@ -156,6 +161,16 @@ def test_readme_recipe_sources_are_the_ones_tested_here():
     assert rows["paper_cifar10"][0] == "He et al. 2015, Sec. 4.2"
     assert rows["paper_imagenet"][0] == "He et al. 2015, Sec. 3.4"
     assert rows["short_cpu"][0] == "this project"
+    assert rows["fast_cpu"][0] == "this project"
+
+
+def test_readme_fast_cpu_row_is_the_recipe():
+    what = _readme_recipe_rows()["fast_cpu"][1]
+    r = load_recipe("fast_cpu")
+    assert what.startswith("`short_cpu` at ") and int(re.search(r"at (\d+) epochs", what).group(1)) == r["epochs"]
+    assert {k: v for k, v in r.items() if k not in ("epochs", "ema_decay")} == \
+        {k: v for k, v in load_recipe("short_cpu").items() if k != "epochs"}
+    assert float(re.search(r"EMA of the weights \(decay ([\d.]+)\)", what).group(1)) == r["ema_decay"]
 
 
 def test_readme_short_cpu_row_is_the_recipe():
