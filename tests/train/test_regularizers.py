@@ -9,6 +9,8 @@ as it was before these options existed.
 """
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -24,7 +26,7 @@ from reslab.data.regularize import BatchRegularizer, PolicyAugment, image_seeds,
 from reslab.data.transforms import Normalizer, pad_crop_flip
 from reslab.evaluate import evaluate_run
 from reslab.train.classify import ClassifyTask
-from reslab.train.loop import fit
+from reslab.train.loop import TrainingInterrupted, fit
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -229,6 +231,16 @@ def test_resume_with_every_regulariser_on_is_bit_identical(tmp_path, data):
     a, b = (torch.load(tmp_path / r / "checkpoints" / "last.state.pt", weights_only=True) for r in ("whole", "split"))
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+
+    def kill_at_step_7(step, _model):
+        if step == 7:  # mid-epoch 2 (5 steps per epoch)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted):
+        fit(_cfg(epochs=2, **REGULARISED), tmp_path / "cut", data=data, on_step=kill_at_step_7)
+    fit(_cfg(epochs=2, **REGULARISED), tmp_path / "cut", data=data, resume=True)
+    a, b = (load_file(str(tmp_path / r / "checkpoints" / "last.safetensors")) for r in ("whole", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a), "a resume from mid-epoch diverged"
 
 
 # --- every flag off: the loader and the run as before ---------------------------------------------
