@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # matplotlib is imported inside the functions that draw
 
 __all__ = [
     "new_figure", "save_png", "colours", "plot_error_curves", "plot_side_by_side", "plot_confusion_matrix",
-    "plot_error_vs_depth", "plot_responses",
+    "plot_error_vs_depth", "plot_responses", "plot_lr_find",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -96,11 +96,16 @@ def _bold_series(run: Run, x: str) -> tuple[str, list[float], list[float]]:
     return "test", vx, vy
 
 
-def _draw_curves(ax: Axes, runs: Sequence[Run], x: str) -> None:
+def _draw_curves(ax: Axes, runs: Sequence[Run], x: str, *, palette: Sequence[Any] | None = None,
+                 legend: Sequence[str] | None = None) -> None:
+    """Draw ``runs`` into ``ax``: one colour per run (``palette``, default distinct colours), a
+    legend entry per distinct (``legend`` label, colour), default the run names."""
     from matplotlib.lines import Line2D
 
-    handles, labels = [], []
-    for run, colour in zip(runs, colours(len(runs))):
+    palette = list(palette) if palette is not None else colours(len(runs))
+    names = list(legend) if legend is not None else [run.name for run in runs]
+    entries: dict[tuple[str, Any], bool] = {}  # (label, colour) -> drawn; insertion order is legend order
+    for run, colour, name in zip(runs, palette, names):
         # Training error: the per-step running error if logged, else one point per epoch.
         tx, ty = _series(run.steps, x, "err")
         if not tx:
@@ -111,9 +116,12 @@ def _draw_curves(ax: Axes, runs: Sequence[Run], x: str) -> None:
         if vx:
             ax.plot(vx, vy, linestyle="-", linewidth=2.2, color=colour, label=f"{run.name} {kind}",
                     gid=kind, marker="o" if len(vx) == 1 else None)
-        drawn = bool(tx or vx)
+        key = (name, tuple(colour) if isinstance(colour, (list, tuple)) else colour)
+        entries[key] = entries.get(key, False) or bool(tx or vx)
+    handles, labels = [], []
+    for (name, colour), drawn in entries.items():
         handles.append(Line2D([], [], color=colour, linewidth=2.2, alpha=None if drawn else 0.3))
-        labels.append(run.name if drawn else f"{run.name} (no metrics yet)")
+        labels.append(name if drawn else f"{name} (no metrics yet)")
     ax.set_xlabel("iterations" if x == "step" else "epochs")
     ax.set_ylabel("error (%)")
     ax.grid(True, linewidth=0.4, alpha=0.5)
@@ -193,8 +201,13 @@ def plot_side_by_side(
     x: str = "step",
     title: str | None = None,
     ylim: tuple[float, float] | None = None,
+    overlay: bool = False,
 ) -> Figure:
     """One panel of error curves per group with a shared y axis, as Figure 6 left/right.
+
+    With ``overlay``, a first panel draws every group together, one colour per group (the same
+    colour in the group's own panel), so plain and residual curves can be read against each other
+    at a glance; the per-group panels follow, side by side.
 
     Args:
         groups: panel title -> runs or run directories, e.g. ``{"plain": [...], "ResNet": [...]}``.
@@ -202,21 +215,36 @@ def plot_side_by_side(
         x: "step" (iterations) or "epoch".
         title: figure title; None for none.
         ylim: shared y-axis limits in percent; default from 0 to just above the highest error.
+        overlay: add the panel with all groups overlaid, first.
 
     Returns:
-        The matplotlib Figure, with one axes per group in the order given.
+        The matplotlib Figure: with ``overlay`` the overlaid panel, then one axes per group in the
+        order given; without, one axes per group.
     """
     _check_x(x)
     if not groups:
         raise ReslabError("plot_side_by_side needs at least one group of runs")
-    fig = new_figure((5.2 * len(groups), 4.4))
-    axes = fig.subplots(1, len(groups), sharey=True, squeeze=False)[0]
-    for ax, (name, runs) in zip(axes, groups.items()):
-        _draw_curves(ax, [_as_run(r) for r in runs], x)
-        ax.set_title(str(name))
+    loaded = {str(name): [_as_run(r) for r in runs] for name, runs in groups.items()}
+    panels = len(loaded) + (1 if overlay else 0)
+    fig = new_figure((5.2 * panels, 4.4))
+    axes = list(fig.subplots(1, panels, sharey=True, squeeze=False)[0])
+    if overlay:
+        group_colour = dict(zip(loaded, colours(len(loaded))))
+        runs = [r for members in loaded.values() for r in members]
+        palette = [group_colour[name] for name, members in loaded.items() for _ in members]
+        legend = [name if len(members) > 1 else r.name for name, members in loaded.items() for r in members]
+        _draw_curves(axes[0], runs, x, palette=palette, legend=legend)
+        axes[0].set_title(" vs ".join(loaded) + " (overlaid)")
+        for ax, (name, members) in zip(axes[1:], loaded.items()):
+            _draw_curves(ax, members, x, palette=[group_colour[name]] * len(members))
+            ax.set_title(name)
+    else:
+        for ax, (name, members) in zip(axes, loaded.items()):
+            _draw_curves(ax, members, x)
+            ax.set_title(name)
     for ax in axes[1:]:
         ax.set_ylabel("")
-    _set_error_ylim(list(axes), ylim)
+    _set_error_ylim(axes, ylim)
     if title:
         fig.suptitle(title)
     save_png(fig, path)
@@ -350,5 +378,27 @@ def plot_responses(series: Sequence[tuple[str, Sequence[float], Any, bool]], pat
         if series:
             ax.legend(fontsize="small")
     top.set_title(title, fontsize="medium")
+    save_png(fig, path)
+    return fig
+
+
+def plot_lr_find(lrs: list[float], losses: list[float], smoothed: list[float], chosen: float, lr_min_loss: float,
+                 path: PathLike | None) -> Figure:
+    """The learning-rate range test (recipe auto): training loss against the lr (log scale), the lr
+    of the lowest smoothed loss and the chosen peak lr marked."""
+    fig = new_figure((6, 4))
+    ax = fig.add_subplot()
+    ax.plot(lrs, losses, color="0.75", lw=1, label="loss")
+    ax.plot(lrs, smoothed, color="C0", lw=2, label="smoothed loss")
+    ax.axvline(lr_min_loss, color="C3", ls=":", label=f"lowest smoothed loss (lr {lr_min_loss:.3g})")
+    ax.axvline(chosen, color="C2", ls="--", label=f"chosen peak lr {chosen:.3g}")
+    ax.set_xscale("log")
+    if smoothed:
+        lo = min(smoothed)
+        ax.set_ylim(lo - 0.1 * abs(lo), max(smoothed[0], lo) * 1.5 + 0.1)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title("learning-rate range test (Smith 2017)")
+    ax.legend(fontsize=8)
     save_png(fig, path)
     return fig

@@ -139,6 +139,8 @@ def render_comparison(
     groups: Mapping[str, Sequence[Run | PathLike]] | None = None,
     intro: str = "",
     extra_sections: Sequence[tuple[str, str]] = (),
+    overlay: bool = False,
+    link_runs: bool = False,
 ) -> Path:
     """Compare runs: ``out_dir/report.md``, ``report.html`` and ``plots/compare.png``.
 
@@ -154,6 +156,10 @@ def render_comparison(
             (Figure 6 left/right), else one panel with every run.
         intro: markdown placed under the heading.
         extra_sections: (heading, markdown) pairs appended in order.
+        overlay: with ``groups``, a first panel overlays every group (one colour per group) before
+            the side-by-side panels.
+        link_runs: add a section linking each run's own report (``report.md`` / ``report.html``)
+            and confusion matrices (``plots/confusion*.png``), by paths relative to ``out_dir``.
 
     Returns:
         The path of ``report.md``.
@@ -176,7 +182,7 @@ def render_comparison(
 
     figure = out / PLOTS / "compare.png"
     if loaded_groups:
-        plot_side_by_side(loaded_groups, figure, title=title)
+        plot_side_by_side(loaded_groups, figure, title=title, overlay=overlay)
     else:
         plot_error_curves(runs, figure, title=title)
 
@@ -208,10 +214,29 @@ def render_comparison(
     md += ["", "## Error curves", "", f"![Error curves of the runs compared]({PLOTS}/compare.png)", "",
            "Thin dashed lines: training error; bold lines: validation error "
            "(the test error where a run has no validation split)."]
+    if link_runs:
+        md += ["", "## Per-run reports", "", *_run_links(runs, out)]
     for heading, body in extra_sections:
         md += ["", f"## {heading}", "", body.strip()]
     text = "\n".join(md) + "\n"
     return _write_report(out, text)
+
+
+def _run_links(runs: Sequence[Run], out: Path) -> list[str]:
+    """One list item per run: links to its report and confusion matrices that exist, relative to ``out``."""
+    items = []
+    for r in runs:
+        files = [r.path / REPORT_MD, r.path / REPORT_HTML, *sorted((r.path / PLOTS).glob("confusion*.png"))]
+        links = [f"[{_md_text(f.name)}]({_rel_url(f, out)})" for f in files if f.is_file()]
+        items.append(f"- {_md_text(r.name)}: " + (", ".join(links) if links else "no report rendered yet"))
+    return items
+
+
+def _rel_url(path: Path, start: Path) -> str:
+    """``path`` relative to ``start`` as a URL path (forward slashes, unsafe characters quoted)."""
+    from urllib.parse import quote
+
+    return quote(Path(os.path.relpath(path.resolve(), start.resolve())).as_posix())
 
 
 # -- formatting helpers -------------------------------------------------------------------------
