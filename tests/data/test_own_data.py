@@ -109,6 +109,15 @@ def test_labels_json_per_split_folder(tmp_path):
     assert data.test.labels.tolist() == [0, 0, 1, 1]
 
 
+def test_images_without_a_label_are_ignored_with_a_warning(tmp_path, caplog):
+    rows = _tree(tmp_path, {"a": 3, "b": 3})
+    (tmp_path / "labels.json").write_text(json.dumps({r: c for r, c in rows[1:]}))  # a/a_00.png unlabelled
+    with caplog.at_level(logging.WARNING):
+        data = load_dataset(f"imagefolder:{tmp_path}", val_size=0)
+    assert len(data.train) == 5 and data.train.labels.tolist() == [0, 0, 1, 1, 1]
+    assert any("ignoring 1 image that has no label (e.g. a/a_00.png)" in r.getMessage() for r in caplog.records)
+
+
 def test_the_cache_follows_the_labels(tmp_path):
     rows = _tree(tmp_path / "img", {"a": 3, "b": 3})
     csv = tmp_path / "list.csv"
@@ -162,6 +171,10 @@ BAD = [
     (*_json({"../a.png": "x"}), "labels.json, key '../a.png': image paths in labels.json are relative to its folder"),
     (*_json("{\"a.png\": "), "labels.json is not valid JSON (line 1"),
     (*_json({}), "labels.json is an empty mapping"),
+    ({"e/train/labels.json": '{"a.png": "x"}', "e/test/notes.txt": ""}, "imagefolder:{tmp}/e",
+     "{tmp}/e/test/ has no labels.json while train/ has one"),
+    ({"e/labels.json": '{"a.png": "x"}', "e/train/labels.json": "{}"}, "imagefolder:{tmp}/e",
+     "{tmp}/e has both labels.json and {tmp}/e/train/labels.json"),
     ({}, "csv:{tmp}/missing.csv", "CSV file {tmp}/missing.csv does not exist"),
     ({}, "csv:{tmp}", "is a folder; csv: names a CSV file"),
 ]
@@ -173,6 +186,7 @@ def test_bad_label_files_are_one_line_exit_2(tmp_path, capsys, files, data, need
     (tmp_path / "d").mkdir()
     _image(np.random.default_rng(0)).save(tmp_path / "d" / "a.png")
     for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
     argv = ["train", "resnet20", "--data", data.format(tmp=tmp_path), "--iterations", "1", "--no-progress",
             "--device", "cpu", "--out", str(tmp_path / "run")]
@@ -330,7 +344,8 @@ def test_train_on_a_csv_with_balanced_sampling(tmp_path, caplog):
     out = tmp_path / "run"
     with caplog.at_level(logging.WARNING):
         assert main(["train", "resnet20", "--data", f"csv:{tmp_path / 'list.csv'}", "--iterations", "2",
-                     "--batch-size", "8", "--balanced", "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
+                     "--batch-size", "8", "--balanced", "--recipe", "short_cpu", "--no-progress", "--device", "cpu",
+                     "--out", str(out)]) == 0
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "8 of 30 images are grayscale; converted to RGB" in logged and "imbalanced classes" in logged
     start = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
