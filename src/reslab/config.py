@@ -24,7 +24,7 @@ from . import rundir
 from .errors import ReslabError
 
 __all__ = ["RunConfig", "load_recipe", "list_recipes", "make_config", "resolve_config", "check_resume",
-           "RUNTIME_KEYS", "RESUME_MAY_CHANGE"]
+           "RUNTIME_KEYS", "RESUME_MAY_CHANGE", "AUTO_KEYS", "auto_pending"]
 
 
 def _f(default: Any = None, help: str = "", *, factory: Callable[[], Any] | None = None, flag: str | None = None,
@@ -192,6 +192,17 @@ RESUME_MAY_CHANGE = RUNTIME_KEYS | {"epochs", "iterations"}
 _LEGACY = {"warmup_models": lambda v: {"warmup_min_depth": 110 if v else None}}
 
 
+AUTO_KEYS = ("batch_size", "epochs", "lr", "augment", "pad", "normalize")
+"""The settings recipe ``auto`` chooses from the data (unless given): see :mod:`reslab.train.auto`."""
+GIVEN = "given"
+"""The reason recorded in ``RunConfig.auto`` for a setting the user gave."""
+
+
+def auto_pending(cfg: RunConfig) -> bool:
+    """True for a config of recipe ``auto`` whose data-dependent settings are not chosen yet."""
+    return cfg.recipe == "auto" and any(k not in cfg.auto for k in AUTO_KEYS)
+
+
 def list_recipes() -> list[str]:
     """Names of the recipes shipped in the package."""
     root = resources.files("reslab") / "recipes"
@@ -348,6 +359,14 @@ def resolve_config(model: str | None = None, *, recipe: str | None = None, confi
         raise ReslabError("name a model to train, e.g. 'reslab train resnet20 --data cifar10' (or give --config)")
     if arch:
         overrides["model_args"] = {**(base.get("model_args") or {}), **arch}
+    if recipe == "auto" or (recipe is None and not base.get("recipe") and not set(AUTO_KEYS) <= set(base)):
+        # no recipe named: the automatic one, which keeps what the user gave (flags, --config keys)
+        given = {k for k, v in overrides.items() if v is not None} | set(base)
+        if "iterations" in given:
+            given.add("epochs")
+        auto = dict(base.get("auto") or {})
+        overrides["auto"] = {**auto, **{k: GIVEN for k in AUTO_KEYS if k in given and k not in auto}}
+        recipe = "auto"
     return make_config(base, recipe=recipe, **overrides)
 
 

@@ -25,7 +25,7 @@ def _state(step):
     return {"optimizer": {}, "schedule": {}, "scaler": {}, "rng": {}, "epoch": 0, "batch": step, "step": step}
 
 
-def _save_forever(run_dir, kill_at=None):
+def _save_forever(run_dir, kill_at=None, saved_once=None):
     """Save checkpoints of steps 1, 2, ... whose weights all equal the step; with ``kill_at`` =
     (n, "before" | "after"), SIGKILL this process at the n-th file rename."""
     torch.set_num_threads(1)
@@ -49,6 +49,8 @@ def _save_forever(run_dir, kill_at=None):
             for p in model.parameters():
                 p.fill_(step)
         save_checkpoint(run_dir, "last", model, _state(step))
+        if saved_once is not None and step == 1:
+            saved_once.set()
 
 
 def _check_resumable(run_dir):
@@ -82,14 +84,17 @@ def test_sigkill_at_random_instants_of_a_save_loop_always_leaves_a_resumable_che
     kills, resumable = 0, 0
     for i in range(40):
         run_dir = _run_dir(tmp_path, f"r{i}")
-        proc = ctx.Process(target=_save_forever, args=(run_dir,))
+        saved_once = ctx.Event()
+        proc = ctx.Process(target=_save_forever, args=(run_dir, None, saved_once))
         proc.start()
-        time.sleep(rng.uniform(0.01, 0.15))
+        # killed at a random instant after the first commit, however slow the machine is today
+        assert saved_once.wait(120)
+        time.sleep(rng.uniform(0.0, 0.05))
         os.kill(proc.pid, signal.SIGKILL)
         proc.join()
         kills += 1
         resumable += _check_resumable(run_dir) is not None
-    assert kills == 40 and resumable >= 30  # the rest were killed before their first commit
+    assert kills == 40 and resumable == 40
 
 
 @pytest.mark.parametrize("when", ["before", "after"])

@@ -14,6 +14,7 @@ from ..config import RunConfig
 from ..data import DatasetSplits
 from ..evaluate import evaluate, evaluate_run
 from ..models.base import AuxOutput
+from .baselines import baselines
 from .task import EvalContext
 
 __all__ = ["ClassifyTask"]
@@ -59,5 +60,12 @@ class ClassifyTask:
                            device=ev.device, amp_dtype=ev.amp_dtype, rank=ev.ctx.rank, world_size=ev.ctx.world_size,
                            plot_name="confusion.png")
         res = run.result
-        return {"event": "test", "split": "test", "protocol": res.protocol, "loss": res.loss,
-                "top1_err": res.top1_err, "top5_err": res.top5_err, "checkpoint": run.checkpoint}
+        record = {"event": "test", "split": "test", "protocol": res.protocol, "loss": res.loss,
+                  "top1_err": res.top1_err, "top5_err": res.top5_err, "checkpoint": run.checkpoint}
+        if ev.ctx.is_main:  # did the CNN earn its keep? (train/baselines.py)
+            record["baselines"] = base = baselines(splits, ev.cfg.seed)
+            if base and not res.top1_err < base["linear"]["test_err"]:
+                record["notes"] = [f"warning: the network's test error {res.top1_err:.2f}% does not beat a linear "
+                                   f"classifier on the pixels ({base['linear']['test_err']:.2f}%): train longer, "
+                                   "check the lr (recipe auto) or the data"]
+        return record

@@ -27,11 +27,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import rundir
 from .._table import format_duration
-from ..config import RunConfig, check_resume, make_config
+from ..config import RunConfig, auto_pending, check_resume, make_config
 from ..data import DatasetSplits, canonical_data_name, load_dataset
 from ..errors import ReslabError
 from ..io import atomic_write_text
 from ..models import check_model_size, create_model
+from .auto import adopt_auto, resolve_auto
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .classify import ClassifyTask
 from .distributed import DistContext, init_distributed, resolve_device
@@ -180,7 +181,8 @@ def _open_run_dir(cfg: RunConfig, out: str | os.PathLike | None, resume: bool, f
         try:
             resume = rundir.prepare(run_dir, resume, force=force)
             if resume:
-                check_resume(make_config(rundir.read_config(run_dir)), cfg, run_dir)
+                saved = make_config(rundir.read_config(run_dir))
+                check_resume(saved, adopt_auto(saved, cfg), run_dir)
         except BaseException:
             lock.release(cleanup=True)
             raise
@@ -196,6 +198,8 @@ def _setup(config: RunConfig, out: str | os.PathLike | None, resume: bool, data:
     # absolute image-folder paths: eval, predict and --resume then work from any directory
     cfg = dataclasses.replace(cfg, data=canonical_data_name(cfg.data))
     run_dir, resume, lock = _open_run_dir(cfg, out, resume, force, ctx)
+    if resume and auto_pending(cfg):  # the saved run's choices, not new ones
+        cfg = adopt_auto(make_config(rundir.read_config(run_dir)), cfg)
     ctx.barrier()
     try:
         return _build_session(cfg, run_dir, resume, data, device, ctx, lock, t_start)
@@ -217,6 +221,11 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
         image_size=cfg.image_size)
     if len(splits.train) == 0:
         raise ReslabError(f"dataset {cfg.data} has no training images")
+    if auto_pending(cfg):  # recipe auto: settings chosen from the data (rank 0's choice for every rank)
+        if ctx.is_main:
+            rundir.make_dirs(run_dir)
+        cfg = ctx.broadcast_object(resolve_auto(cfg, splits, device, run_dir if ctx.is_main else None,
+                                                log=Progress(False, 0).print if ctx.is_main else lambda _: None))
     check_model_size(cfg.model, num_classes=len(splits.classes), in_chans=splits.channels, **cfg.model_args)
     model = create_model(cfg.model, num_classes=len(splits.classes), in_chans=splits.channels, **cfg.model_args)
     params = sum(p.numel() for p in model.parameters())
@@ -396,6 +405,13 @@ def _test(s: _Session) -> dict[str, Any] | None:
     if s.ctx.is_main:
         s.progress.print(f"test ({record['protocol']}, {record['checkpoint']} checkpoint): "
                          f"top-1 err {record['top1_err']:.2f}%  top-5 err {record['top5_err']:.2f}%")
+        base = record.get("baselines") or {}
+        if base:
+            s.progress.print(f"baselines on the same test split: majority class {base['majority']['test_err']:.2f}%, "
+                             f"linear classifier on pixels {base['linear']['test_err']:.2f}% "
+                             f"({base['linear']['seconds']:.0f}s)")
+        for note in record.pop("notes", []):
+            s.progress.print(note)
     return record
 
 
