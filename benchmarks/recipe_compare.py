@@ -5,7 +5,7 @@
 
 A run is a recipe name, optionally with overrides: ``short_cpu+ema_decay=0.99+auto_augment=trivialaugment``.
 ``--train-per-class`` trains on a fixed class-stratified subset of the training split (seed 0) and
-``--val`` keeps the first N validation images, for budgets where the full set does not fit; the
+``--val`` keeps a random sample of N validation images, for budgets where the full set does not fit; the
 test split is always the whole official one. Each run is an ordinary run directory under ``--out``;
 the summary goes to ``--json``.
 """
@@ -39,8 +39,8 @@ def _subset(splits: DatasetSplits, per_class: int | None, val: int | None) -> Da
         idx = torch.cat([(train.labels == c).nonzero().flatten()[torch.randperm(int((train.labels == c).sum()), generator=g)[:per_class]]
                          for c in range(len(splits.classes))])
         train = train.subset(idx[torch.randperm(len(idx), generator=g)])
-    if val is not None and v is not None:
-        v = v.subset(range(min(val, len(v))))
+    if val is not None and v is not None:  # a random sample: the split is stored class by class
+        v = v.subset(torch.randperm(len(v), generator=torch.Generator().manual_seed(1))[:val])
     return DatasetSplits(name=splits.name, classes=splits.classes, channels=splits.channels, image_size=splits.image_size,
                          train=train, val=v, test=splits.test, info=splits.info)
 
