@@ -175,3 +175,25 @@ def test_committed_results_name_no_absolute_path():
     bad = [f"{f.relative_to(ROOT)}: {m.group(0)}" for f in files for m in [absolute.search(f.read_text())] if m]
     bad += [f"{f.relative_to(ROOT)}: the repository path" for f in files if str(ROOT) in f.read_text()]
     assert not bad, "\n".join(bad)
+
+
+def test_readme_demo_figures_are_the_committed_results():
+    from reslab.demo import DEFAULT_DEPTH, DEFAULT_EPOCHS
+
+    text = README.read_text()
+    prose = _flat(_section(text, "It trains plain-", "Run the checks and the tests"))
+    res = _results("demo")
+    assert (res["depth"], res["epochs"]) == (DEFAULT_DEPTH, DEFAULT_EPOCHS)
+    d = res["depth"]
+    assert f"It trains plain-{d} and ResNet-{d}" in prose and f"{res['epochs']} epochs each" in prose
+    plain, resnet = res["printed"][f"plain{d}"], res["printed"][f"resnet{d}"]
+    assert resnet["train_err"] < plain["train_err"]  # "the plain net ends with the higher training error"
+    assert (f"training error {_pct(plain['train_err'])} vs {_pct(resnet['train_err'])} %, test error "
+            f"{_pct(plain['test_err'])} vs {_pct(resnet['test_err'])} %") in prose
+    runs = res["spread_runs"]
+    for name in (f"plain{d}", f"resnet{d}"):
+        train = [r["train_err"] for r in runs if r["run"].startswith(name)]
+        assert f"{name} {min(train):.1f}-{max(train):.1f} %" in prose
+    assert all(r["train_err"] < p["train_err"] for r in runs if r["run"].startswith("resnet")
+               for p in runs if p["run"].startswith("plain") and (p["seed"], p["threads"]) == (r["seed"], r["threads"]))
+    assert f"{res['demo_cpu_time_s']:.0f} s of CPU time" in prose

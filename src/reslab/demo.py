@@ -100,9 +100,9 @@ def run_demo(out: str | Path = "runs/demo", *, depth: int = DEFAULT_DEPTH, epoch
                f"twin ({res_tr:.2f}% vs {plain_tr:.2f}%)" + (f", averaged over {seeds} seeds." if seeds > 1 else "."))
     threads = torch.get_num_threads()
     on_cpu = all(_device(d) == "cpu" for g in names for d in runs[g])
-    where = (f"{threads} CPU thread{'s' if threads != 1 else ''}: rerunning on this machine reproduces these numbers "
+    where = (f"on {threads} CPU thread{'s' if threads != 1 else ''}: rerunning on this machine reproduces these numbers "
              "exactly" if on_cpu else "on a GPU, where cuDNN chooses kernels by timing: reruns differ slightly")
-    note = (f"Seed{'s' if seeds > 1 else ''} {', '.join(map(str, range(seeds)))}, {where}. Another CPU, GPU or "
+    note = (f"Seed{'s' if seeds > 1 else ''} {', '.join(map(str, range(seeds)))} {where}. Another CPU, GPU or "
             "thread count rounds differently, and over a run this short that can move the final errors by several "
             "points" + (" (the spread above)." if seeds > 1 else " (--seeds 3 prints the spread over seeds)."))
     intro = (f"Plain and residual networks of depth {depth} (He et al. 2015, Sec. 4.2 architecture), trained for "
