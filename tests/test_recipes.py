@@ -102,8 +102,14 @@ SHORT_CPU = {
 # augmentation and normalisation, 10 epochs, plus an EMA of the weights with decay 0.9.
 FAST_CPU = {**SHORT_CPU, "epochs": 10, "ema_decay": 0.9}
 
+# auto's header: "one-cycle learning rate (Smith & Topin 2019) with Nesterov momentum 0.9, weight
+# decay 5e-4, label smoothing 0.1, centre-crop test"; the rest is chosen from the data
+# (reslab.train.auto, tests/train/test_auto.py).
+AUTO = {"momentum": 0.9, "nesterov": True, "weight_decay": 0.0005, "schedule": "onecycle", "label_smoothing": 0.1,
+        "test_protocol": "center"}
+
 EXPECTED = {"paper_cifar10": PAPER_CIFAR10, "paper_imagenet": PAPER_IMAGENET, "short_cpu": SHORT_CPU,
-            "fast_cpu": FAST_CPU}
+            "fast_cpu": FAST_CPU, "auto": AUTO}
 
 
 def test_the_shipped_recipes_are_exactly_the_documented_ones():
@@ -162,6 +168,7 @@ def test_readme_recipe_sources_are_the_ones_tested_here():
     assert rows["paper_imagenet"][0] == "He et al. 2015, Sec. 3.4"
     assert rows["short_cpu"][0] == "this project"
     assert rows["fast_cpu"][0] == "this project"
+    assert rows["auto"][0] == "this project; Smith 2017 (lr range test)"
 
 
 def test_readme_fast_cpu_row_is_the_recipe():

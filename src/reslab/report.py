@@ -108,6 +108,8 @@ def _run_markdown(run: Run, *, confusion: Sequence[str]) -> str:
         out += _md_table(["split", "protocol", "checkpoint", "top-1 err (%)", "top-5 err (%)", "loss"], rows, "lllrrr")
     else:
         out.append("No test evaluation logged yet.")
+    out += _baselines_md(run)
+    out += _auto_md(run)
     out += ["", "## Error curves", "", f"![Training and validation error]({PLOTS}/curves.png)", "",
             "Thin dashed line: training error; bold line: validation error "
             "(the test error where the run has no validation split)."]
@@ -129,6 +131,40 @@ def _run_markdown(run: Run, *, confusion: Sequence[str]) -> str:
         if not run.has_val:
             out += ["", "No validation split in this run: it logged no validation error."]
     return "\n".join(out) + "\n"
+
+
+def _baselines_md(run: Run) -> list[str]:
+    """The majority-class and linear-on-pixels baselines of the run's final test, and whether the
+    network beat them."""
+    test = next((t for t in reversed(run.tests) if t.get("baselines")), None)
+    if test is None:
+        return []
+    base = test["baselines"]
+    major, linear = base.get("majority", {}), base.get("linear", {})
+    rows = [["this network", _fmt(test.get("top1_err"), ".2f"), _md_text(f"{test.get('protocol', 'center')} view")],
+            ["linear classifier on pixels", _fmt(linear.get("test_err"), ".2f"),
+             _md_text(f"{linear.get('features')} pixel features, weight decay {linear.get('weight_decay')} "
+                      f"(chosen on validation), {linear.get('seconds')} s")],
+            ["majority class", _fmt(major.get("test_err"), ".2f"), _md_text(f"always class {major.get('class')}")]]
+    out = ["", "## Baselines", "", *_md_table(["on the same test split", "top-1 err (%)", "how"], rows, "lrl")]
+    net, lin = _num(test.get("top1_err")), _num(linear.get("test_err"))
+    if net is not None and lin is not None and not net < lin:
+        out += ["", "**Warning**: the network does not beat a linear classifier on the pixels."]
+    return out
+
+
+def _auto_md(run: Run) -> list[str]:
+    """Recipe auto's choices with their reasons, and its learning-rate range test."""
+    cfg = run.config
+    auto = cfg.get("auto") or {}
+    if cfg.get("recipe") != "auto" or not isinstance(auto, Mapping) or not auto:
+        return []
+    rows = [[_code(k), _code(cfg.get(k)), _md_text(v)] for k, v in auto.items()]
+    out = ["", "## Recipe auto", "", "Settings chosen from the data (\"given\": set by you):", "",
+           *_md_table(["setting", "value", "why"], rows, "lll")]
+    if (run.path / PLOTS / "lr_find.png").is_file():
+        out += ["", f"![Learning-rate range test]({PLOTS}/lr_find.png)"]
+    return out
 
 
 def render_comparison(

@@ -71,7 +71,7 @@ def test_rules_for_batch_epochs_pad_and_normalisation():
     assert resolve_auto(out, _splits(True), torch.device("cpu")) is out  # nothing left to choose
 
 
-def test_range_test_is_geometric_and_picks_a_tenth_of_the_lowest_smoothed_loss(tmp_path):
+def test_range_test_is_geometric_and_picks_the_lr_of_the_lowest_smoothed_loss(tmp_path):
     cfg = make_config(model="resnet20", batch_size=32, pad=2, normalize="per_channel", recipe="auto")
     (tmp_path / "plots").mkdir()
     found = lr_range_test(cfg, _splits(True), torch.device("cpu"), tmp_path, steps=30)
@@ -86,7 +86,7 @@ def test_range_test_is_geometric_and_picks_a_tenth_of_the_lowest_smoothed_loss(t
         smoothed.append(avg / (1 - 0.9 ** (i + 1)))
     assert smoothed == pytest.approx(found["smoothed"], rel=1e-12)
     best = min(range(len(smoothed)), key=smoothed.__getitem__)
-    assert found["lr"] == float(f"{min(lrs[best] / 10, 1.0):.3g}")
+    assert found["lr"] == float(f"{min(lrs[best], 1.0):.3g}")
     assert (tmp_path / "plots" / "lr_find.png").stat().st_size > 0
     # cached in the run directory: the saved record is what a second call returns...
     record = json.loads((tmp_path / LR_FIND).read_text())
@@ -120,7 +120,7 @@ def test_adopt_auto_takes_the_saved_runs_choices_for_a_resume():
 
 def test_cli_train_without_a_recipe_chooses_from_the_data_and_saves_the_reasons(tmp_path, monkeypatch):
     for split, n in (("train", 24), ("test", 6)):
-        for c, (name, colour) in enumerate((("red", (200, 30, 30)), ("blue", (30, 30, 200)))):
+        for name, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
             (tmp_path / "imgs" / split / name).mkdir(parents=True)
             for i in range(n):
                 Image.new("RGB", (16, 16), tuple(max(0, v - 3 * i) for v in colour)).save(
@@ -140,6 +140,9 @@ def test_cli_train_without_a_recipe_chooses_from_the_data_and_saves_the_reasons(
     text = log.getvalue()
     for key in AUTO_KEYS:
         assert f"recipe auto: {key} = " in text
+    report = (out / "report.md").read_text()
+    assert "## Recipe auto" in report and "![Learning-rate range test](plots/lr_find.png)" in report
+    assert f"| `lr` | `{cfg['lr']}` |" in report and "| `epochs` | `2` | given |" in report
     # the run resumes with its own choices (nothing re-chosen, nothing refused)
     assert main(["train", "--resume", str(out), "--epochs", "3", "--no-progress"]) == 0
     assert yaml.safe_load((out / "config.yaml").read_text())["lr"] == cfg["lr"]

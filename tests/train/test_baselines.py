@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from reslab.config import make_config
 from reslab.data import DatasetSplits, TensorImages
+from reslab.report import render_run_report
 from reslab.train import fit, logging
 from reslab.train.baselines import baselines, fit_linear, majority_baseline, pixel_features
 
@@ -98,3 +99,29 @@ def test_a_run_logs_the_baselines_and_warns_when_the_network_does_not_beat_the_l
     err = out.getvalue()
     assert "linear classifier on pixels 0.00%" in err
     assert "does not beat a linear classifier on the pixels (0.00%)" in err
+    report = render_run_report(tmp_path / "run").read_text()
+    table = report[report.index("## Baselines"):]
+    assert "| linear classifier on pixels | 0.00 |" in table and "| majority class | 50.00 |" in table
+    assert f"| this network | {test['top1_err']:.2f} |" in table
+    assert "**Warning**: the network does not beat a linear classifier" in table
+
+
+def test_pixel_features_of_a_streamed_split_are_its_centre_squares_at_32(tmp_path):
+    from PIL import Image
+
+    from reslab.data import FileImages
+
+    g = torch.Generator().manual_seed(0)
+    arrays = [torch.randint(0, 256, (40, 64, 3), generator=g, dtype=torch.uint8) for _ in range(2)]
+    paths = []
+    for i, a in enumerate(arrays):
+        Image.fromarray(a.numpy()).save(tmp_path / f"{i}.png")
+        paths.append((str(tmp_path / f"{i}.png"), i))
+    x, y = pixel_features(FileImages(paths, channels=3))
+    assert x.shape == (2, 3 * 32 * 32) and y.tolist() == [0, 1]
+    # PIL: shorter side 40 -> 32 (64 -> 51), then the centre 32x32
+    for i, a in enumerate(arrays):
+        img = Image.fromarray(a.numpy()).resize((51, 32), Image.BILINEAR)
+        left = (51 - 32) // 2
+        want = torch.from_numpy(__import__("numpy").asarray(img.crop((left, 0, left + 32, 32)))).permute(2, 0, 1)
+        assert torch.allclose(x[i], want.float().flatten() / 255, atol=1 / 255 + 1e-6)

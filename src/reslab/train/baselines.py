@@ -43,11 +43,13 @@ def pixel_features(split: TensorImages | FileImages, seed: int = 0, side: int | 
         images = split.images[idx].float() / 255
         labels = split.labels[idx]
     else:
-        from ..data.transforms import resize_center_crop
+        from torchvision.transforms.v2.functional import pil_to_tensor
 
-        s = side or MAX_SIDE
-        images = torch.stack([resize_center_crop(split.load(i), s, s) for i in idx]).float() / 255 if idx \
-            else torch.zeros(0, split.channels, s, s)
+        from ..data.transforms import pil_resize_center_crop
+
+        s = side or MAX_SIDE  # streamed images differ in size: the shorter side to s, the centre square
+        images = torch.stack([pil_to_tensor(pil_resize_center_crop(split.load(i), s, s)) for i in idx]).float() / 255 \
+            if idx else torch.zeros(0, split.channels, s, s)
         labels = torch.tensor([split.samples[i][1] for i in idx], dtype=torch.long)
     h, w = images.shape[-2:]
     if max(h, w) > MAX_SIDE:
@@ -64,13 +66,14 @@ def majority_baseline(train_labels: torch.Tensor, test_labels: torch.Tensor, num
     return {"class": cls, "test_err": err}
 
 
-def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float,
-               max_iter: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float, max_iter: int = 200,
+               start: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial logistic regression: (W (K, D), b (K,)) minimising mean cross-entropy +
     ``weight_decay`` / 2 * ||W||^2 over standardised ``x``, by L-BFGS with a strong-Wolfe line
-    search, run until the gradient vanishes (tolerance 1e-7) or ``max_iter``."""
-    w = torch.zeros(num_classes, x.shape[1], dtype=x.dtype, requires_grad=True)
-    b = torch.zeros(num_classes, dtype=x.dtype, requires_grad=True)
+    search, run until the gradient vanishes (tolerance 1e-7) or ``max_iter``; from ``start``
+    (a warm start, e.g. the solution for a larger weight decay) or zeros."""
+    w = (start[0].clone() if start else torch.zeros(num_classes, x.shape[1], dtype=x.dtype)).requires_grad_()
+    b = (start[1].clone() if start else torch.zeros(num_classes, dtype=x.dtype)).requires_grad_()
     opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, tolerance_grad=1e-7, tolerance_change=1e-10,
                             history_size=20, line_search_fn="strong_wolfe")
 
@@ -102,8 +105,10 @@ def baselines(splits: DatasetSplits, seed: int = 0) -> dict[str, Any]:
     xva, yva = pixel_features(splits.val, seed + 2) if splits.val is not None and has_val else (xtr[:0], ytr[:0])
     mean, std = xtr.mean(0), xtr.std(0).clamp_min(1e-3)
     xtr, xte, xva = ((v - mean) / std for v in (xtr, xte, xva))
-    candidates = WEIGHT_DECAYS if has_val else (WEIGHT_DECAYS[1],)
-    fits = [(wd, *fit_linear(xtr, ytr, k, wd)) for wd in candidates]
+    candidates = sorted(WEIGHT_DECAYS, reverse=True) if has_val else [WEIGHT_DECAYS[1]]
+    fits: list[tuple[float, torch.Tensor, torch.Tensor]] = []
+    for wd in candidates:  # strongest decay first, each fit warm-started from the previous one
+        fits.append((wd, *fit_linear(xtr, ytr, k, wd, max_iter=100, start=fits[-1][1:] if fits else None)))
     val_errs = [_err(xva, yva, w, b) for _, w, b in fits] if has_val else [math.nan]
     i = min(range(len(fits)), key=lambda j: val_errs[j]) if has_val else 0
     wd, w, b = fits[i]
