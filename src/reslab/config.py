@@ -97,7 +97,8 @@ class RunConfig:
     scale_range: list[int] = _f(help="scale_crop_flip: shorter side sampled in this range (pixels)",
                                 factory=lambda: [256, 480])
     crop_size: int = _f(224, "streamed image folders: the crop the network sees (pixels)")
-    color_jitter: float = _f(0.0, "colour jitter strength (0: off)")
+    color_jitter: float = _f(0.0, "colour jitter: brightness, contrast and saturation each by up to this factor, "
+                                  "per image (torchvision's v2.ColorJitter; 0: off)")
     lighting: float = _f(0.0, "PCA lighting noise std (AlexNet's colour augmentation; 0: off)")
     test_protocol: Literal["center", "10crop", "multiscale"] = _f("center", "test-time protocol for the final test")
     test_scales: list[float] = _f(help="multiscale protocol: scales (factors, or shorter sides for image folders)",

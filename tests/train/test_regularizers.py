@@ -275,3 +275,24 @@ def test_per_image_of_nothing_is_nothing():
     empty = torch.zeros(0, 3, 4, 4, dtype=torch.uint8)
     assert per_image(v2.RandAugment(), empty, []) is empty
     assert len(image_seeds(1, 4, 0, 4)) == 4 and image_seeds(1, 4, 2, 2) == image_seeds(1, 4, 0, 4)[2:]
+
+
+def test_color_jitter_is_torchvision_colorjitter_per_image_after_the_policy():
+    images, labels = _images(32), torch.arange(32) % 10
+    loader = TensorLoader(images, labels, 16, normalizer=Normalizer.fit("none", images), device=torch.device("cpu"),
+                          train=True, seed=5, augment="none", policy="trivialaugment", color_jitter=0.4)
+    loader.set_epoch(1)
+    order = epoch_permutation(32, 5, 1)
+    for b, (x, _) in enumerate(loader):
+        seeds = image_seeds(_mix(5, 1, b, 6), 16, 0, 16)
+        want = []
+        for i, s in zip(order[b * 16:(b + 1) * 16].tolist(), seeds):
+            torch.manual_seed(s)
+            ref = v2.Compose([v2.TrivialAugmentWide(), v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4)])
+            want.append(ref(images[i]).float() / 255)
+        assert torch.equal(x, torch.stack(want))
+    # jitter alone changes every image (a brightness factor drawn from [0.6, 1.4] is never exactly 1)
+    alone = TensorLoader(images, labels, 32, normalizer=Normalizer.fit("none", images), device=torch.device("cpu"),
+                         train=True, seed=5, augment="none", color_jitter=0.4)
+    x, _ = next(iter(alone))
+    assert all((a != images[i].float() / 255).any() for a, i in zip(x, epoch_permutation(32, 5, 0).tolist()))

@@ -107,6 +107,7 @@ class TensorLoader(_Batches):
             or ``"none"``.
         train: shuffle each epoch and drop the last incomplete batch.
         policy: ``auto_augment``'s per-image policy on the uint8 images (``"randaugment"``, ...).
+        color_jitter: per-image ``v2.ColorJitter`` strength after the policy (0: off).
         regularizer: random erasing and mixup / CutMix of the normalised batch.
         balanced: draw each epoch's images class-balanced, with replacement (:func:`epoch_order`).
     """
@@ -115,9 +116,9 @@ class TensorLoader(_Batches):
                  normalizer: Normalizer, device: torch.device, train: bool, seed: int = 0,
                  augment: str = "none", pad: int = 4, lighting_std: float = 0.0,
                  channels_last: bool = False, rank: int = 0, world_size: int = 1, balanced: bool = False,
-                 policy: str = "none", regularizer: BatchRegularizer | None = None) -> None:
+                 policy: str = "none", color_jitter: float = 0.0, regularizer: BatchRegularizer | None = None) -> None:
         self.device = torch.device(device)
-        self.policy, self.regularizer = policy_transform(policy), regularizer
+        self.policy, self.regularizer = policy_transform(policy, color_jitter), regularizer
         self.balanced = balanced
         self._order_labels = labels.cpu()  # epoch_order draws on the CPU, the same on every device
         # Whole small datasets move to the GPU once (CIFAR-10: 150 MB of uint8), so batches never

@@ -28,15 +28,19 @@ __all__ = ["policy_transform", "per_image", "image_seeds", "PolicyAugment", "Bat
 _SEED_MAX = 2**62
 
 
-def policy_transform(name: str) -> v2.Transform | None:
-    """The per-image policy named by ``auto_augment`` (torchvision's defaults), or None for ``"none"``."""
-    if name == "randaugment":
-        return v2.RandAugment()
-    if name == "trivialaugment":
-        return v2.TrivialAugmentWide()
-    if name == "none":
+def policy_transform(name: str, color_jitter: float = 0.0) -> v2.Transform | None:
+    """The per-image policy named by ``auto_augment`` (torchvision's defaults), then
+    ``v2.ColorJitter(color_jitter, color_jitter, color_jitter)`` (brightness, contrast and
+    saturation, timm's reading of one strength) when ``color_jitter > 0``; None when neither."""
+    policies = {"randaugment": v2.RandAugment, "trivialaugment": v2.TrivialAugmentWide}
+    if name != "none" and name not in policies:
+        raise ValueError(f"unknown auto_augment policy {name!r}")
+    steps: list[v2.Transform] = [policies[name]()] if name in policies else []
+    if color_jitter > 0:
+        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+    if not steps:
         return None
-    raise ValueError(f"unknown auto_augment policy {name!r}")
+    return steps[0] if len(steps) == 1 else v2.Compose(steps)
 
 
 def _seeded(transform: Callable[..., Any], seed: int, *inputs: Any) -> Any:
@@ -71,8 +75,8 @@ class PolicyAugment:
     """A streamed loader's per-image transform followed by the RandAugment / TrivialAugment policy
     (timm's order: crop and flip, then the policy), seeded from the image's ``random.Random``."""
 
-    def __init__(self, base: Callable[..., torch.Tensor], policy: str) -> None:
-        self.base, self.policy = base, policy_transform(policy)
+    def __init__(self, base: Callable[..., torch.Tensor], policy: str, color_jitter: float = 0.0) -> None:
+        self.base, self.policy = base, policy_transform(policy, color_jitter)
 
     def __call__(self, image: Any, rng: random.Random | None) -> torch.Tensor:
         out = self.base(image, rng)

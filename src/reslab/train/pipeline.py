@@ -75,12 +75,13 @@ def build_pipeline(cfg: RunConfig, splits: DatasetSplits, device: torch.device, 
     if isinstance(train, FileImages):
         aug: Callable[..., torch.Tensor] = ScaleAugment(cfg.scale_range, cfg.crop_size) if cfg.augment == "scale_crop_flip" else \
             ResizeCenterCrop(resize_short_side_ratio(cfg.crop_size), cfg.crop_size)
-        if cfg.auto_augment != "none":
-            aug = PolicyAugment(aug, cfg.auto_augment)
+        if cfg.auto_augment != "none" or cfg.color_jitter > 0:
+            aug = PolicyAugment(aug, cfg.auto_augment, cfg.color_jitter)
         return FileLoader(train, cfg.batch_size, transform=aug, train=True, num_workers=cfg.num_workers,
                           lighting_std=cfg.lighting, regularizer=regularizer, **common), normalizer
     return TensorLoader(train.images, train.labels, cfg.batch_size, train=True, augment=cfg.augment,
-                        pad=cfg.pad, lighting_std=cfg.lighting, policy=cfg.auto_augment, regularizer=regularizer,
+                        pad=cfg.pad, lighting_std=cfg.lighting, policy=cfg.auto_augment, color_jitter=cfg.color_jitter,
+                        regularizer=regularizer,
                         **common), normalizer
 
 
