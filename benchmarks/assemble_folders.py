@@ -7,7 +7,8 @@ class, 28x28 grayscale PNG: "a few hundred small grayscale images per class") an
 ``OUT/pennfudan64`` (Penn-Fudan pedestrians: each annotated pedestrian box, squared and resized to
 64x64 RGB, against background boxes of the same photos that overlap no pedestrian; photos split
 train/test by photo, so no pedestrian is in both). The Penn-Fudan licence forbids reposting:
-the folder stays on this machine, never in the repository.
+the folder stays on this machine, never in the repository. ``OUT/cifar10-10k``: the CIFAR-10 JPEG archive's first 1,000
+training images of each class (by file name) and its whole 10,000-image test split.
 """
 
 from __future__ import annotations
@@ -92,6 +93,25 @@ def pennfudan(out: Path, archive: Path, size: int = 64, backgrounds: int = 3, se
                 made += 1
 
 
+def cifar_subset(out: Path, archive: Path, per_train: int = 1000) -> None:
+    """The first ``per_train`` training images of each class (by file name) and the whole test split
+    of the CIFAR-10 JPEG archive, copied as they are."""
+    taken: dict[str, int] = {}
+    with tarfile.open(archive) as tar:
+        for m in sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")), key=lambda m: m.name):
+            parts = Path(m.name).parts
+            split, cls = parts[-3], parts[-2]
+            if split == "train":
+                if taken.get(cls, 0) >= per_train:
+                    continue
+                taken[cls] = taken.get(cls, 0) + 1
+            dest = out / split / cls / parts[-1]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            data = tar.extractfile(m)
+            assert data is not None
+            dest.write_bytes(data.read())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
@@ -101,6 +121,7 @@ def main() -> None:
     out = Path(args.out)
     fashion(out / "fashion300", Path(args.fashion_dir))
     pennfudan(out / "pennfudan64", Path(args.shared) / "data" / "pennfudan.tar.gz")
+    cifar_subset(out / "cifar10-10k", Path(args.shared) / "data" / "cifar10-jpg.tar.gz")
     for d in sorted(out.iterdir()):
         counts = {f"{s.name}/{c.name}": len(list(c.iterdir())) for s in sorted(d.iterdir()) for c in sorted(s.iterdir())}
         print(d.name, counts)

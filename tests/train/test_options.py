@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 import reslab.train.loop as loop
 from reslab import rundir
-from reslab.config import resolve_config
+from reslab.config import make_config, resolve_config
 from reslab.data import DatasetSplits
 from reslab.models import create_model
 from reslab.train import fit
@@ -65,7 +65,8 @@ def _config(**overrides):
     base = dict(data="embedded", batch_size=32, iterations=2, lr=0.05, momentum=0.0, weight_decay=0.0,
                 schedule="constant", augment="none", normalize="none", log_every=1, progress=False,
                 tensorboard=False, device="cpu", num_workers=0)
-    return resolve_config("resnet20", **{**base, **overrides})
+    # the plain defaults (make_config), not recipe auto (what resolve_config uses when no recipe is named)
+    return make_config(model="resnet20", **{**base, **overrides})
 
 
 def _labels_of(x, split):

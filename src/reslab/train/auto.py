@@ -51,6 +51,8 @@ from ..data.transforms import Normalizer
 from ..evaluate import evaluate
 from ..io import atomic_write_text
 from ..models import create_model
+from .pipeline import make_optimizer
+from .schedule import LRSchedule
 
 __all__ = ["resolve_auto", "adopt_auto", "lr_range_test", "flip_pilot", "TARGET_STEPS", "RANGE_STEPS", "PILOT_STEPS",
            "FLIP_LOSS_LIMIT", "MIN_LEARNED", "LR_FIND"]
@@ -145,11 +147,16 @@ def _fresh_model(cfg: RunConfig, splits: DatasetSplits, device: torch.device, se
     return model.to(device)
 
 
-def _optimizer(cfg: RunConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum,
-                           nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, lr: float,
+          label_smoothing: float) -> float:
+    """One optimizer step at ``lr``; returns the loss."""
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+    loss = F.cross_entropy(_logits(model(x)), y, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
 
 
 def _batches(cfg: RunConfig, splits: DatasetSplits, normalizer: Normalizer, device: torch.device, seed: int,
@@ -198,19 +205,13 @@ def lr_range_test(cfg: RunConfig, splits: DatasetSplits, device: torch.device, r
     if isinstance(train, FileImages):
         raise NotImplementedError("the range test runs on in-memory splits")
     normalizer = Normalizer.fit(cfg.normalize, train.images).to(device)
-    optimizer = _optimizer(cfg, model, lo)
+    optimizer = make_optimizer(cfg, model, lo)
     model.train()
     lrs, losses, smoothed = [], [], []
     avg, best, beta = 0.0, math.inf, 0.9
     for i, (x, y) in zip(range(steps), _batches(cfg, splits, normalizer, device, cfg.seed + 1, "pad_crop_flip")):
         lr = lo * (hi / lo) ** (i / max(steps - 1, 1))
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        loss = F.cross_entropy(_logits(model(x)), y, label_smoothing=cfg.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
+        value = _step(model, optimizer, x, y, lr, cfg.label_smoothing)
         if not math.isfinite(value):
             break
         avg = beta * avg + (1 - beta) * value
@@ -255,19 +256,11 @@ def flip_pilot(cfg: RunConfig, splits: DatasetSplits, device: torch.device, step
     steps = min(steps, max(2 * spe, 20))
     model = _fresh_model(cfg, splits, device, cfg.seed + 2)
     normalizer = Normalizer.fit(cfg.normalize, train.images).to(device)
-    optimizer = _optimizer(cfg, model, cfg.lr)
+    optimizer = make_optimizer(cfg, model, cfg.lr)
     model.train()
+    onecycle = LRSchedule(dataclasses.replace(cfg, schedule="onecycle", warmup_lr=None), steps, steps, cfg.lr)
     for i, (x, y) in zip(range(steps), _batches(cfg, splits, normalizer, device, cfg.seed + 2, "pad_crop")):
-        t = i / steps
-        up = 0.25
-        lr = (cfg.lr / 25 + (cfg.lr - cfg.lr / 25) * 0.5 * (1 - math.cos(math.pi * t / up)) if t < up
-              else cfg.lr / 1e4 + (cfg.lr - cfg.lr / 1e4) * 0.5 * (1 + math.cos(math.pi * (t - up) / (1 - up))))
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        loss = F.cross_entropy(_logits(model(x)), y, label_smoothing=cfg.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        _step(model, optimizer, x, y, onecycle.lr(i), cfg.label_smoothing)
 
     def err(images: torch.Tensor) -> float:
         res = evaluate(model, TensorImages(images.contiguous(), val.labels), normalizer=normalizer,

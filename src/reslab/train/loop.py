@@ -37,7 +37,7 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .classify import ClassifyTask
 from .distributed import DistContext, init_distributed, resolve_device
 from .logging import MetricsWriter, Progress, env_info
-from .pipeline import amp_dtype_for, build_pipeline, save_preprocess, seed_everything, wrap_model
+from .pipeline import amp_dtype_for, build_pipeline, make_optimizer, save_preprocess, seed_everything, wrap_model
 from .schedule import LRSchedule
 from .stats import all_reduce_stats, empty_stats, merge_stats
 from .stopping import StopFlag, TrainingDiverged, TrainingInterrupted, check_finite, should_stop, stop_signals
@@ -234,10 +234,7 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
     model, net = wrap_model(model, cfg, device, ctx)
 
     base_lr = cfg.lr * (cfg.batch_size / 256 if cfg.scale_lr else 1.0)
-    optimizer: torch.optim.Optimizer = (
-        torch.optim.AdamW(model.parameters(), lr=base_lr, weight_decay=cfg.weight_decay) if cfg.optimizer == "adamw"
-        else torch.optim.SGD(model.parameters(), lr=base_lr, momentum=cfg.momentum,
-                             nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay))
+    optimizer = make_optimizer(cfg, model, base_lr)
     # EMA of the unwrapped model's parameters and BN buffers, updated after every optimizer step
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
            if cfg.ema_decay is not None else None)

@@ -24,7 +24,8 @@ from ..data.transforms import Normalizer, ResizeCenterCrop, ScaleAugment, resize
 from ..io import atomic_path
 from .distributed import DistContext, convert_sync_batchnorm
 
-__all__ = ["seed_everything", "build_pipeline", "fit_normalizer", "save_preprocess", "amp_dtype_for", "wrap_model"]
+__all__ = ["seed_everything", "build_pipeline", "fit_normalizer", "save_preprocess", "amp_dtype_for", "wrap_model",
+           "make_optimizer"]
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -83,6 +84,15 @@ def build_pipeline(cfg: RunConfig, splits: DatasetSplits, device: torch.device, 
                         pad=cfg.pad, lighting_std=cfg.lighting, policy=cfg.auto_augment, color_jitter=cfg.color_jitter,
                         regularizer=regularizer,
                         **common), normalizer
+
+
+def make_optimizer(cfg: RunConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` over ``model``'s parameters: SGD with momentum (Nesterov when asked) or
+    AdamW, both with ``cfg.weight_decay``."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum,
+                           nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
 
 
 def save_preprocess(run_dir: Path, normalizer: Normalizer, splits: DatasetSplits, cfg: RunConfig) -> None:
