@@ -96,20 +96,24 @@ def pennfudan(out: Path, archive: Path, size: int = 64, backgrounds: int = 3, se
 def cifar_subset(out: Path, archive: Path, per_train: int = 1000) -> None:
     """The first ``per_train`` training images of each class (by file name) and the whole test split
     of the CIFAR-10 JPEG archive, copied as they are."""
-    taken: dict[str, int] = {}
     with tarfile.open(archive) as tar:
-        for m in sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")), key=lambda m: m.name):
-            parts = Path(m.name).parts
-            split, cls = parts[-3], parts[-2]
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")]
+        chosen, taken = set(), {}
+        for m in sorted(members, key=lambda m: m.name):
+            split, cls = Path(m.name).parts[-3:-1]
             if split == "train":
                 if taken.get(cls, 0) >= per_train:
                     continue
                 taken[cls] = taken.get(cls, 0) + 1
-            dest = out / split / cls / parts[-1]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            data = tar.extractfile(m)
-            assert data is not None
-            dest.write_bytes(data.read())
+            chosen.add(m.name)
+        for m in members:  # in archive order: a gzip stream is read once, front to back
+            if m.name in chosen:
+                parts = Path(m.name).parts
+                dest = out / parts[-3] / parts[-2] / parts[-1]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                data = tar.extractfile(m)
+                assert data is not None
+                dest.write_bytes(data.read())
 
 
 def main() -> None:
