@@ -51,7 +51,7 @@ class RunConfig:
 
     model: str = _f("resnet20", "a registered architecture (see 'reslab models')", cli=False)
     model_args: dict[str, Any] = _f(help="architecture options (--arch KEY=VALUE)", factory=dict, cli=False)
-    data: str = _f("cifar10", "a dataset: cifar10, cifar100, mnist, fashion_mnist, embedded or imagefolder:PATH")
+    data: str = _f("cifar10", "a dataset: cifar10, cifar100, mnist, fashion_mnist, embedded, imagefolder:PATH or csv:FILE")
     data_dir: str | None = _f(None, "where dataset files are (or are downloaded to)", runtime=True)
     val_size: int | float | None = _f(None, "images (or a fraction below 1) held out of the training set for validation")
     skip_bad: bool = _f(False, "skip undecodable images in an image folder instead of stopping")
