@@ -55,6 +55,16 @@ def _images(n=8, c=3, size=16, seed=0):
 
 
 # --- per-image policies -------------------------------------------------------------------------
+def _per_image_reference(reference, images, order, *, seed, epoch, batch, size):
+    """What a TensorLoader batch of per-image transforms must be: torchvision's ``reference()``
+    applied to each image of the batch with torch's generator seeded by that image's seed."""
+    want = []
+    for i, s in zip(order[batch * size:(batch + 1) * size].tolist(), image_seeds(_mix(seed, epoch, batch, 6), size, 0, size)):
+        torch.manual_seed(s)
+        want.append(reference()(images[i]).float() / 255)
+    return torch.stack(want)
+
+
 @pytest.mark.parametrize("name, reference", [("randaugment", v2.RandAugment), ("trivialaugment", v2.TrivialAugmentWide)])
 def test_policy_batches_are_torchvision_applied_per_image_with_each_image_seed(name, reference):
     images, labels = _images(64), torch.arange(64) % 10
@@ -66,12 +76,7 @@ def test_policy_batches_are_torchvision_applied_per_image_with_each_image_seed(n
     assert torch.equal(torch.get_rng_state(), rng_before), "the loader moved the global RNG"
     order = epoch_permutation(64, 3, 2)
     for b, (x, _) in enumerate(batches):
-        seeds = image_seeds(_mix(3, 2, b, 6), 16, 0, 16)
-        want = []
-        for i, s in zip(order[b * 16:(b + 1) * 16].tolist(), seeds):
-            torch.manual_seed(s)
-            want.append(reference()(images[i]).float() / 255)
-        assert torch.equal(x, torch.stack(want))
+        assert torch.equal(x, _per_image_reference(reference, images, order, seed=3, epoch=2, batch=b, size=16))
     # one operation per image, not one per batch: the images of a batch were not all changed alike
     changed = [(x != images[i].float() / 255).flatten(1).any(1).sum().item()
                for x, i in zip(batches[0][0], order[:16].tolist())]
@@ -283,14 +288,9 @@ def test_color_jitter_is_torchvision_colorjitter_per_image_after_the_policy():
                           train=True, seed=5, augment="none", policy="trivialaugment", color_jitter=0.4)
     loader.set_epoch(1)
     order = epoch_permutation(32, 5, 1)
+    reference = lambda: v2.Compose([v2.TrivialAugmentWide(), v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4)])  # noqa: E731
     for b, (x, _) in enumerate(loader):
-        seeds = image_seeds(_mix(5, 1, b, 6), 16, 0, 16)
-        want = []
-        for i, s in zip(order[b * 16:(b + 1) * 16].tolist(), seeds):
-            torch.manual_seed(s)
-            ref = v2.Compose([v2.TrivialAugmentWide(), v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4)])
-            want.append(ref(images[i]).float() / 255)
-        assert torch.equal(x, torch.stack(want))
+        assert torch.equal(x, _per_image_reference(reference, images, order, seed=5, epoch=1, batch=b, size=16))
     # jitter alone changes every image (a brightness factor drawn from [0.6, 1.4] is never exactly 1)
     alone = TensorLoader(images, labels, 32, normalizer=Normalizer.fit("none", images), device=torch.device("cpu"),
                          train=True, seed=5, augment="none", color_jitter=0.4)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 from torch import nn
 
 from .. import rundir
@@ -51,6 +51,7 @@ from ..data.transforms import Normalizer
 from ..evaluate import evaluate
 from ..io import atomic_write_text
 from ..models import create_model
+from .classify import ClassifyTask
 from .pipeline import make_optimizer
 from .schedule import LRSchedule
 
@@ -148,11 +149,11 @@ def _fresh_model(cfg: RunConfig, splits: DatasetSplits, device: torch.device, se
 
 
 def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, lr: float,
-          label_smoothing: float) -> float:
-    """One optimizer step at ``lr``; returns the loss."""
+          task: ClassifyTask) -> float:
+    """One optimizer step at ``lr`` on the run's own loss (label smoothing, auxiliary heads); returns the loss."""
     for g in optimizer.param_groups:
         g["lr"] = lr
-    loss = F.cross_entropy(_logits(model(x)), y, label_smoothing=label_smoothing)
+    loss = task.loss(model(x), y)[0]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -170,10 +171,6 @@ def _batches(cfg: RunConfig, splits: DatasetSplits, normalizer: Normalizer, devi
         loader.set_epoch(epoch)
         yield from loader.iterate(0)
         epoch += 1
-
-
-def _logits(output: Any) -> torch.Tensor:
-    return output.logits if hasattr(output, "logits") else output
 
 
 def _cache_key(cfg: RunConfig, splits: DatasetSplits) -> dict[str, Any]:
@@ -206,12 +203,13 @@ def lr_range_test(cfg: RunConfig, splits: DatasetSplits, device: torch.device, r
         raise NotImplementedError("the range test runs on in-memory splits")
     normalizer = Normalizer.fit(cfg.normalize, train.images).to(device)
     optimizer = make_optimizer(cfg, model, lo)
+    task = ClassifyTask(cfg)
     model.train()
     lrs, losses, smoothed = [], [], []
     avg, best, beta = 0.0, math.inf, 0.9
     for i, (x, y) in zip(range(steps), _batches(cfg, splits, normalizer, device, cfg.seed + 1, "pad_crop_flip")):
         lr = lo * (hi / lo) ** (i / max(steps - 1, 1))
-        value = _step(model, optimizer, x, y, lr, cfg.label_smoothing)
+        value = _step(model, optimizer, x, y, lr, task)
         if not math.isfinite(value):
             break
         avg = beta * avg + (1 - beta) * value
@@ -258,9 +256,10 @@ def flip_pilot(cfg: RunConfig, splits: DatasetSplits, device: torch.device, step
     normalizer = Normalizer.fit(cfg.normalize, train.images).to(device)
     optimizer = make_optimizer(cfg, model, cfg.lr)
     model.train()
+    task = ClassifyTask(cfg)
     onecycle = LRSchedule(dataclasses.replace(cfg, schedule="onecycle", warmup_lr=None), steps, steps, cfg.lr)
     for i, (x, y) in zip(range(steps), _batches(cfg, splits, normalizer, device, cfg.seed + 2, "pad_crop")):
-        _step(model, optimizer, x, y, onecycle.lr(i), cfg.label_smoothing)
+        _step(model, optimizer, x, y, onecycle.lr(i), task)
 
     def err(images: torch.Tensor) -> float:
         res = evaluate(model, TensorImages(images.contiguous(), val.labels), normalizer=normalizer,
@@ -270,9 +269,7 @@ def flip_pilot(cfg: RunConfig, splits: DatasetSplits, device: torch.device, step
     e, e_flip = err(val.images), err(val.images.flip(3))
     e_grey = None
     if splits.channels == 3:
-        w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-        grey = (val.images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-        e_grey = err(grey.expand(-1, 3, -1, -1))
+        e_grey = err(TF.rgb_to_grayscale(val.images, num_output_channels=3))
     chance = 100.0 * (1 - 1 / len(splits.classes))
     learned = max(chance - e, 1e-9)
     lost = (e_flip - e) / learned
