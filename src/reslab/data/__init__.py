@@ -1,15 +1,19 @@
-"""Datasets: CIFAR-10/100, MNIST, Fashion-MNIST, image folders and a small embedded set.
+"""Datasets: CIFAR-10/100, MNIST, Fashion-MNIST, image folders and a small embedded set; for
+segmentation ISBI 2012, Penn-Fudan and folders of images with masks.
 
 ``load_dataset(name)`` is the entry point (:mod:`reslab.data.registry`); ``list_datasets()``
 names what it loads. Each dataset registers itself beside its loader: ``cifar.py``, ``idx.py``
-(MNIST, Fashion-MNIST, embedded), ``imagefolder.py``; ``splits.py`` holds the split containers.
+(MNIST, Fashion-MNIST, embedded), ``imagefolder.py``, ``segmentation.py``; ``splits.py`` holds the
+split containers (``segmentation.MaskImages`` for masks).
 """
 
-from . import cifar, idx, imagefolder  # noqa: F401  (registers the datasets, listed in this order)
+from . import cifar, idx, imagefolder, segmentation  # noqa: F401  (registers the datasets, listed in this order)
 from .download import cache_dir
 from .idx import read_idx, write_idx
 from .imagefolder import IMAGE_EXTENSIONS
+from .loader import SegLoader
 from .registry import (
+    TASKS,
     DatasetEntry,
     LoadOptions,
     canonical_data_name,
@@ -19,6 +23,7 @@ from .registry import (
     load_dataset,
     register_dataset,
 )
+from .segmentation import MaskImages, read_mask, stack_for_normalizer
 from .splits import DatasetSplits, FileImages, TensorImages, stratified_split
 
 __all__ = [
@@ -26,4 +31,5 @@ __all__ = [
     "dataset_names", "load_dataset",
     "read_idx", "stratified_split", "write_idx",
     "DatasetEntry", "LoadOptions", "get_dataset_entry", "list_datasets", "register_dataset",
+    "TASKS", "MaskImages", "SegLoader", "read_mask", "stack_for_normalizer",
 ]

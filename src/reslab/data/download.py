@@ -112,6 +112,9 @@ RESOURCES: dict[str, tuple[Resource, ...]] = {
             "t10k-labels-idx1-ubyte.gz": ("bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"),
         },
     ),
+    # No md5 is published for the authors' zip (none in torchvision, its tutorial or elsewhere);
+    # segmentation.py verifies a download by its structure (170 images, 170 masks) instead.
+    "pennfudan": (Resource("PennFudanPed.zip", None, ("https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip",)),),
 }
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import ReslabError
 from .splits import DEFAULT_VAL_FRACTION, DatasetSplits, report_classes, val_count
 
-__all__ = ["LoadOptions", "DatasetEntry", "register_dataset", "list_datasets", "dataset_names", "get_dataset_entry",
+__all__ = ["TASKS", "LoadOptions", "DatasetEntry", "register_dataset", "list_datasets", "dataset_names", "get_dataset_entry",
            "canonical_data_name", "load_dataset"]
 
 
@@ -50,6 +50,11 @@ class DatasetEntry:
         default_val_size: Validation images held out of the training set unless ``val_size`` is given.
         takes_path: Named ``NAME:PATH`` (``imagefolder:/data/pets``).
         streams: Accepts ``stream=True`` (otherwise it is always held in memory).
+        task: What the dataset's targets are: ``"classify"`` (one label an image, :class:`TensorImages`
+            or :class:`FileImages` splits) or ``"segment"`` (a class an image pixel,
+            :class:`~reslab.data.segmentation.MaskImages` splits).
+        optional_path: Named both ``NAME`` (found in the data directories or downloaded) and
+            ``NAME:PATH`` (``pennfudan:/data/PennFudanPed.zip``); listed as ``NAME``.
     """
 
     name: str
@@ -59,6 +64,8 @@ class DatasetEntry:
     default_val_size: int | float = DEFAULT_VAL_FRACTION
     takes_path: bool = False
     streams: bool = False
+    task: str = "classify"
+    optional_path: bool = False
 
     @property
     def usage(self) -> str:
@@ -66,18 +73,27 @@ class DatasetEntry:
         return f"{self.name}:PATH" if self.takes_path else self.name
 
 
+TASKS = ("classify", "segment")
+"""The tasks a dataset may serve (:attr:`DatasetEntry.task`)."""
+
 _REGISTRY: dict[str, DatasetEntry] = {}
 _LOOKUP: dict[str, DatasetEntry] = {}  # lower-case name or alias -> entry
 
 
 def register_dataset(name: str, *, description: str, aliases: tuple[str, ...] = (),
                      default_val_size: int | float = DEFAULT_VAL_FRACTION, takes_path: bool = False,
-                     streams: bool = False) -> Callable[[Loader], Loader]:
-    """Register the decorated ``loader(arg, options)`` as dataset ``name``.
+                     streams: bool = False, task: str = "classify",
+                     optional_path: bool = False) -> Callable[[Loader], Loader]:
+    """Register the decorated ``loader(arg, options)`` as dataset ``name`` (see :class:`DatasetEntry`).
 
     Raises:
-        ValueError: The name or an alias is taken, or the description is not one line.
+        ValueError: The name or an alias is taken, the description is not one line, or the task
+            is not one of :data:`TASKS`.
     """
+    if task not in TASKS:
+        raise ValueError(f"dataset {name!r}: task must be one of {', '.join(TASKS)}, got {task!r}")
+    if takes_path and optional_path:
+        raise ValueError(f"dataset {name!r}: takes_path (a path is required) and optional_path exclude each other")
 
     def add(loader: Loader) -> Loader:
         keys = [name.lower(), *(a.lower() for a in aliases)]
@@ -86,7 +102,7 @@ def register_dataset(name: str, *, description: str, aliases: tuple[str, ...] = 
         if not description.strip() or "\n" in description:
             raise ValueError(f"dataset {name!r} needs a one-line description")
         entry = DatasetEntry(name.lower(), loader, description, tuple(a.lower() for a in aliases), default_val_size,
-                             takes_path, streams)
+                             takes_path, streams, task, optional_path)
         _REGISTRY[entry.name] = entry
         _LOOKUP.update(dict.fromkeys(keys, entry))
         return loader
@@ -108,7 +124,7 @@ def dataset_names() -> list[str]:
 
 def _path_entry(prefix: str) -> DatasetEntry | None:
     entry = _LOOKUP.get(prefix.lower())
-    return entry if entry is not None and entry.takes_path else None
+    return entry if entry is not None and (entry.takes_path or entry.optional_path) else None
 
 
 def _resolve(name: str) -> tuple[DatasetEntry, str]:
@@ -138,8 +154,9 @@ def get_dataset_entry(name: str) -> DatasetEntry:
 
 
 def canonical_data_name(name: str) -> str:
-    """``name`` as a run records it: an image folder by absolute path, so the run does not depend on
-    the directory reslab was started from; every other name unchanged."""
+    """``name`` as a run records it: a ``NAME:PATH`` dataset (an image folder, ``pennfudan:PATH``) by
+    absolute path, so the run does not depend on the directory reslab was started from; every other
+    name unchanged."""
     prefix, colon, path = name.partition(":")
     entry = _path_entry(prefix) if colon else None
     if entry is None or not path:
@@ -157,7 +174,9 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, val_si
             ``imagefolder:PATH`` (a class-per-folder tree, optionally with ``train/``, ``val/``,
             ``test/``, or a .tar.gz/.tgz/.tar/.zip archive of one; or a folder whose
             ``labels.json`` maps image paths to class names), or ``csv:FILE`` (lines of
-            ``path,label[,split]``, :mod:`reslab.data.labels`); aliases such as ``cifar-10``
+            ``path,label[,split]``, :mod:`reslab.data.labels`); segmentation datasets
+            ``isbi2012:PATH``, ``pennfudan`` (or ``pennfudan:PATH``) and ``segfolder:PATH``
+            (:mod:`reslab.data.segmentation`: splits of :class:`MaskImages`); aliases such as ``cifar-10``
             and ``Fashion-MNIST`` too (:func:`list_datasets`). An image folder held in
             memory is decoded once and cached as a uint8 tensor file, keyed by its path and the
             names, sizes and mtimes of its files (an archive: its path, size and mtime); an
@@ -172,7 +191,8 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, val_si
         download: Download missing files (into the cache) instead of failing.
         skip_bad: Leave out undecodable images of an image folder (listed in ``info["skipped"]``)
             instead of failing.
-        image_size: Resize the shorter side to this and centre-crop a square.
+        image_size: Resize the shorter side to this and centre-crop a square (segmentation datasets:
+            resize only, masks by nearest neighbour).
         stream: Image folders only: True streams from disk (:class:`FileImages`), False insists
             on memory; None decides by size and whether the images share one size.
 
@@ -196,5 +216,6 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, val_si
     options = LoadOptions(data_dir, entry.default_val_size if val_size is None else val_size, seed, download,
                           skip_bad, image_size, stream)
     data = entry.loader(path, options)
-    report_classes(data)
+    if entry.task == "classify":
+        report_classes(data)  # a segmentation loader fills its own stats (pixels per class)
     return data

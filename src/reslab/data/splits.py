@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from .registry import LoadOptions  # annotation only: registry imports this module
+    from .segmentation import MaskImages  # annotation only: segmentation imports this module
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,10 @@ class DatasetSplits:
         name: Canonical name (``"cifar10"``, ..., ``"imagefolder:/abs/path"``).
         classes: Class names, index = label.
         channels: 1 or 3.
-        image_size: (H, W) of in-memory splits; None when streamed.
-        train: The training set less the validation split.
+        image_size: (H, W) of in-memory splits; None when streamed (or, for segmentation, when the
+            images differ in size).
+        train: The training set less the validation split (:class:`~reslab.data.segmentation.MaskImages`
+            for a segmentation dataset, whose ``classes`` name the mask values).
         val: Held out of the training set (stratified, seeded); may be empty.
         test: The official test set, or None where the source has none.
         info: ``root`` (where the files are), ``source`` (``data_dir``, ``cache``, ``system``,
@@ -147,9 +150,9 @@ class DatasetSplits:
     classes: list[str]
     channels: int
     image_size: tuple[int, int] | None
-    train: TensorImages | FileImages
-    val: TensorImages | FileImages
-    test: TensorImages | FileImages | None
+    train: TensorImages | FileImages | MaskImages
+    val: TensorImages | FileImages | MaskImages
+    test: TensorImages | FileImages | MaskImages | None
     info: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
 
