@@ -55,7 +55,7 @@ from ..errors import ReslabError
 from . import download as dl
 from . import limits
 from .archive import READ_ERRORS, ArchiveError, archive_members
-from .decode import bad_image_error, decode_bytes, decode_file, open_image
+from .decode import bad_image_error, decode_bytes, decode_file, decoding_pool, open_image
 from .listing import IMAGE_EXTENSIONS, is_image_name
 from .loader import SegLoader
 from .probe import BadImage, check_pixels, not_regular, open_regular, pil_open
@@ -451,13 +451,11 @@ def _isbi_pngs(images: Path, labels: Path) -> MaskImages:
         raise ReslabError(f"no images in {images}; expected the ISBI 2012 slices 0.png ... 29.png")
     _unpaired(image_files, label_files, str(images), str(labels), lambda s: f"{s}.png")
     order = sorted(image_files, key=int)
-    xs, ms = [], []
-    for s in order:
-        x = _image_file(str(image_files[s]), "L")
-        m = _isbi_label(read_mask(label_files[s]), str(label_files[s]))
+    with decoding_pool() as pool:
+        xs = list(pool.map(lambda s: _image_file(str(image_files[s]), "L"), order))
+        ms = list(pool.map(lambda s: _isbi_label(read_mask(label_files[s]), str(label_files[s])), order))
+    for s, x, m in zip(order, xs, ms):
         _check_pair(x, m, str(image_files[s]), str(label_files[s]))
-        xs.append(x)
-        ms.append(m)
     return MaskImages(xs, ms, [str(int(s)) for s in order])
 
 
@@ -539,32 +537,30 @@ def _rgb(x: torch.Tensor) -> torch.Tensor:
 
 
 def _pennfudan_archive(archive: Path) -> MaskImages:
-    images: dict[str, torch.Tensor] = {}
-    masks: dict[str, torch.Tensor] = {}
-    image_names: dict[str, str] = {}
-    mask_names: dict[str, str] = {}
+    raw: dict[str, dict[str, tuple[str, bytes]]] = {"image": {}, "mask": {}}  # kind -> stem -> (member, bytes)
     try:
         for name, _, data in archive_members(archive, lambda n: _pennfudan_role(n) is not None):
             role = _pennfudan_role(name)
-            if data is None or role is None:
-                continue
-            kind, stem = role
-            member = f"{archive}:{name}"
-            raw = data.read()
-            if kind == "image":
-                try:
-                    images[stem] = _rgb(decode_bytes(raw))
-                except BadImage as e:
-                    raise ReslabError(f"cannot decode image {member} ({e}); replace the archive with a complete "
-                                      "copy") from None
-                image_names[stem] = member
-            else:
-                masks[stem] = _person_mask(_mask_of(io.BytesIO(raw), member))
-                mask_names[stem] = member
+            if data is not None and role is not None:
+                raw[role[0]][role[1]] = (f"{archive}:{name}", data.read())
     except ArchiveError:
         raise
     except READ_ERRORS as e:
         raise ArchiveError(f"archive {archive} is truncated or corrupt ({e}); replace it with a complete copy") from None
+
+    def image(item: tuple[str, bytes]) -> torch.Tensor:
+        try:
+            return _rgb(decode_bytes(item[1]))
+        except BadImage as e:
+            raise ReslabError(f"cannot decode image {item[0]} ({e}); replace the archive with a complete copy") from None
+
+    image_names = {s: member for s, (member, _) in raw["image"].items()}
+    mask_names = {s: member for s, (member, _) in raw["mask"].items()}
+    _unpaired(image_names, mask_names, f"{archive} PNGImages/", f"{archive} PedMasks", lambda s: f"{s}_mask.png")
+    with decoding_pool() as pool:
+        images = dict(zip(raw["image"], pool.map(image, raw["image"].values())))
+        masks = dict(zip(raw["mask"], pool.map(lambda item: _person_mask(_mask_of(io.BytesIO(item[1]), item[0])),
+                                               raw["mask"].values())))
     return _pennfudan_pairs(images, masks, image_names, mask_names, str(archive))
 
 
@@ -573,8 +569,9 @@ def _pennfudan_folder(root: Path) -> MaskImages:
     mask_files = {stem[:-5]: str(p) for stem, p in _image_names(root / "PedMasks", "mask", (".png",)).items()
                   if stem.endswith("_mask")}
     _unpaired(image_files, mask_files, str(root / "PNGImages"), str(root / "PedMasks"), lambda s: f"{s}_mask.png")
-    images = {s: _image_file(p, "RGB") for s, p in image_files.items()}
-    masks = {s: _person_mask(read_mask(p)) for s, p in mask_files.items()}
+    with decoding_pool() as pool:
+        images = dict(zip(image_files, pool.map(lambda p: _image_file(p, "RGB"), image_files.values())))
+        masks = dict(zip(mask_files, pool.map(lambda p: _person_mask(read_mask(p)), mask_files.values())))
     return _pennfudan_pairs(images, masks, image_files, mask_files, str(root))
 
 
@@ -727,18 +724,25 @@ def _segfolder_split(images_dir: Path, masks_dir: Path, skip_bad: bool, skipped:
                           f"expects {_SEGFOLDER_LAYOUT}")
     _unpaired({s: str(p) for s, p in image_files.items()}, {s: str(p) for s, p in mask_files.items()},
               str(images_dir), str(masks_dir), lambda s: f"{s}.png")
-    xs, ms, names, mask_paths = [], [], [], []
-    for stem in sorted(image_files):
-        image_path, mask_path = str(image_files[stem]), str(mask_files[stem])
+    def decode(stem: str) -> tuple[torch.Tensor | None, str, torch.Tensor]:
         try:
-            x = decode_file(image_path)
+            x, why = decode_file(str(image_files[stem])), ""
         except BadImage as e:
+            x, why = None, str(e)
+        return x, why, read_mask(mask_files[stem])
+
+    stems = sorted(image_files)
+    with decoding_pool() as pool:
+        decoded = list(pool.map(decode, stems))
+    xs, ms, names, mask_paths = [], [], [], []
+    for stem, (x, why, m) in zip(stems, decoded):
+        image_path, mask_path = str(image_files[stem]), str(mask_files[stem])
+        if x is None:
             if not skip_bad:
-                raise bad_image_error(image_path, str(e)) from None
-            log.warning("skipping undecodable image %s (%s) and its mask", image_path, e)
+                raise bad_image_error(image_path, why)
+            log.warning("skipping undecodable image %s (%s) and its mask", image_path, why)
             skipped.append(image_path)
             continue
-        m = read_mask(mask_path)
         _check_pair(x, m, image_path, mask_path)
         xs.append(x)
         ms.append(m)
