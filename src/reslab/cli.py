@@ -29,6 +29,7 @@ from .config import RunConfig, list_recipes, load_recipe, resolve_config
 from .demo import DEFAULT_DEPTH as DEMO_DEPTH
 from .demo import DEFAULT_EPOCHS as DEMO_EPOCHS
 from .demo import run_demo
+from .dense import evaluate_dense_run, predict_masks, run_task
 from .errors import ReslabError
 from .evaluate import evaluate_run
 from .models import check_model_size, create_model, get_model_entry, list_models, model_info
@@ -144,8 +145,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = []
     for n in names:
         e = get_model_entry(n)
-        rows.append([n, e.family, "x".join(map(str, e.input_size)), e.paper])
-    print(format_table(["model", "family", "input", "paper"], rows, align="llll"))
+        rows.append([n, e.family, getattr(e, "task", "classify"), "x".join(map(str, e.input_size)), e.paper])
+    print(format_table(["model", "family", "task", "input", "paper"], rows, align="lllll"))
     return 0
 
 
@@ -247,7 +248,13 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
         raise ReslabError(f"{args.resume} is not a run directory (no config.yaml and checkpoints/); "
                           "give the --out of an earlier run")
     arch = parse_sets(args.arch, "--arch")
-    cfg = resolve_config(args.model, recipe=args.recipe, config=config, arch=arch, **given)
+    model = args.model
+    if not model and config:  # the model a --config names decides the default recipe too
+        base = config if isinstance(config, dict) else (rundir.load_yaml_file(Path(config)) if Path(config).is_file() else {})
+        model = base.get("model") if isinstance(base, dict) else None
+    segment = isinstance(model, str) and bool(model) and getattr(get_model_entry(model), "task", "classify") == "segment"
+    cfg = resolve_config(args.model, recipe=args.recipe, config=config, arch=arch,
+                         default_recipe="segment" if segment else "auto", **given)
     if arch and cfg.model:
         check_arch(cfg.model, arch)
     return cfg
@@ -275,7 +282,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a run directory written by 'reslab train'")
     p.add_argument("--protocol", default=None, choices=["center", "10crop", "multiscale"],
-                   help="test protocol (default: the run's test_protocol)")
+                   help="classification runs: test protocol (default: the run's test_protocol); segmentation runs are "
+                        "evaluated whole by overlap-tile inference")
     p.add_argument("--split", default="test", choices=["test", "val"], help="which split (default: test)")
     p.add_argument("--checkpoint", default="best", metavar="CKPT", help="best, last or a .safetensors path (default: best)")
     p.add_argument("--data", default=None, metavar="DATASET",
@@ -285,8 +293,11 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per forward pass (default: 256)")
 
 
-@command("eval", "evaluate a trained run: top-1/top-5 error, per-class accuracy, confusion matrix", _eval_args)
+@command("eval", "evaluate a trained run: top-1/top-5 error, per-class accuracy, confusion matrix; for a segmentation "
+                 "run pixel error, Rand error, IoU and Dice", _eval_args)
 def cmd_eval(args: argparse.Namespace) -> int:
+    if run_task(args.run_dir) == "segment":
+        return _eval_segmentation(args)
     device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
     ctx = init_distributed(device)  # under torchrun each rank evaluates a disjoint shard
     ev = evaluate_run(args.run_dir, split=args.split, protocol=args.protocol, checkpoint=args.checkpoint,
@@ -302,20 +313,57 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_segmentation(args: argparse.Namespace) -> int:
+    if args.protocol is not None:
+        raise ReslabError(f"--protocol {args.protocol} is a classification test protocol; {args.run_dir} is a "
+                          "segmentation run, evaluated whole by overlap-tile inference: drop --protocol")
+    ev = evaluate_dense_run(args.run_dir, split=args.split, checkpoint=args.checkpoint, data=args.data,
+                            data_dir=args.data_dir, device=resolve_device(args.device))
+    d = ev.to_dict()
+    print(format_table(["class", "IoU", "Dice"], [[c, _fixed(d["iou"][c]), _fixed(d["dice"][c])] for c in ev.classes],
+                       align="lrr"))
+    rand = f"  Rand error {d['rand_err']:.4f}" if d["rand_err"] is not None else ""
+    print(f"{ev.split} (tiled, {d['tile']}-pixel tiles, {ev.checkpoint} checkpoint, {d['n']} images): pixel error "
+          f"{d['pixel_err']:.2f}%{rand}  mean IoU {_fixed(d['miou'])}  loss {d['loss']:.4f}")
+    print(f"wrote {ev.json_path} and {ev.plot_path}")
+    return 0
+
+
+def _fixed(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
 # -- reslab predict -------------------------------------------------------------------------------
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a run directory written by 'reslab train'")
     p.add_argument("images", nargs="+", help="image files (any format PIL reads)")
-    p.add_argument("--topk", type=int, default=5, metavar="K", help="classes to show per image (default: 5)")
+    p.add_argument("--topk", type=int, default=None, metavar="K",
+                   help="classification runs: classes to show per image (default: 5)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="segmentation runs: the folder for NAME_mask.png and NAME_overlay.png of each image "
+                        "(any image size; default: masks/)")
     p.add_argument("--checkpoint", default="best", metavar="CKPT", help="best, last or a .safetensors path (default: best)")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: auto)")
 
 
-@command("predict", "top-k classes with probabilities for image files", _predict_args)
+@command("predict", "top-k classes with probabilities for image files; masks for a segmentation run", _predict_args)
 def cmd_predict(args: argparse.Namespace) -> int:
-    if args.topk < 1:
-        raise ReslabError(f"--topk must be at least 1, got {args.topk}")
-    for pred in predict(load_run(args.run_dir, args.checkpoint, resolve_device(args.device)), args.images, args.topk):
+    if run_task(args.run_dir) == "segment":
+        if args.topk is not None:
+            raise ReslabError(f"--topk applies to classification runs; {args.run_dir} is a segmentation run, whose "
+                              "predictions are masks: drop --topk (give --out DIR for where they go)")
+        run = load_run(args.run_dir, args.checkpoint, resolve_device(args.device))
+        for m in predict_masks(run, args.images, args.out or "masks"):
+            share = ", ".join(f"{c} {100 * v:.1f}%" for c, v in m.fractions.items())
+            print(f"{m.path}: {share} -> {m.mask_path}, {m.overlay_path}")
+        return 0
+    if args.out is not None:
+        raise ReslabError(f"--out writes the masks of a segmentation run; {args.run_dir} is a classification run: "
+                          "drop --out to print its top-k classes")
+    topk = 5 if args.topk is None else args.topk
+    if topk < 1:
+        raise ReslabError(f"--topk must be at least 1, got {topk}")
+    for pred in predict(load_run(args.run_dir, args.checkpoint, resolve_device(args.device)), args.images, topk):
         print(pred.path)
         for cls, prob in pred.top:
             print(f"  {prob * 100:6.2f}%  {cls}")

@@ -104,6 +104,16 @@ class RunConfig:
     test_scales: list[float] = _f(help="multiscale protocol: scales (factors, or shorter sides for image folders)",
                                   factory=list)
     balanced: bool = _f(False, "draw training images with class-balanced probabilities (imbalanced data)")
+    # segmentation (models of task segment: unet*, hourglass*)
+    seg_loss: Literal["ce", "dice", "ce+dice"] = _f(
+        "ce", "segmentation loss: per-pixel cross-entropy, soft Dice, or their sum")
+    border_weight: float = _f(0.0, "segmentation: w0 of the U-Net paper's border-weight map, which weights the "
+                                   "pixels between touching objects (the paper: 10; 0: off)")
+    border_sigma: float = _f(5.0, "segmentation: sigma of the border-weight map in pixels (the paper: 5)")
+    elastic_sigma: float = _f(0.0, "segmentation: elastic deformation, the std of random displacements on a coarse "
+                                   "3x3 grid in pixels (the U-Net paper: 10; 0: off)")
+    init_from: str | None = _f(None, "start the network (a U-Net's encoder) from these weights: a reslab run "
+                                     "directory or a .safetensors / torchvision .pth state dict")
     num_workers: int = _f(2, "loader processes for streamed image folders", flag="--workers", runtime=True)
     # run
     seed: int = _f(0, "random seed (initialisation, split, batch order, augmentation)")
@@ -124,7 +134,8 @@ class RunConfig:
         _check_types(self)
         finite = lambda v: v is None or math.isfinite(v)  # noqa: E731
         floats = ("lr", "momentum", "weight_decay", "gamma", "warmup_lr", "warmup_until_err", "label_smoothing",
-                  "grad_clip", "color_jitter", "lighting", "ema_decay", "mixup", "cutmix", "random_erasing")
+                  "grad_clip", "color_jitter", "lighting", "ema_decay", "mixup", "cutmix", "random_erasing",
+                  "border_weight", "border_sigma", "elastic_sigma")
         for key in floats:
             if not finite(getattr(self, key)):
                 raise ReslabError(f"{key} must be a finite number, got {getattr(self, key)}")
@@ -142,6 +153,9 @@ class RunConfig:
             (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
             (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
             (self.pad >= 0, f"pad must be >= 0, got {self.pad}"),
+            (self.border_weight >= 0 and self.border_sigma > 0 and self.elastic_sigma >= 0,
+             f"border_weight and elastic_sigma must be >= 0 and border_sigma > 0, got {self.border_weight}, "
+             f"{self.elastic_sigma} and {self.border_sigma}"),
             (self.crop_size > 0, f"crop_size must be a positive number of pixels, got {self.crop_size}"),
             (self.image_size is None or self.image_size > 0, f"image_size must be a positive number of pixels, got {self.image_size}"),
             (self.log_every > 0 and self.eval_every > 0, "log_every and eval_every must be positive"),
@@ -168,7 +182,8 @@ class RunConfig:
             if not ok:
                 raise ReslabError(message)
         choices = {f.name: f.type for f in dataclasses.fields(self)}
-        for key in ("schedule", "milestone_unit", "augment", "normalize", "test_protocol", "optimizer", "auto_augment"):
+        for key in ("schedule", "milestone_unit", "augment", "normalize", "test_protocol", "optimizer", "auto_augment",
+                    "seg_loss"):
             allowed = _literal_values(choices[key])
             if getattr(self, key) not in allowed:
                 raise ReslabError(f"{key} must be one of {', '.join(allowed)}; got {getattr(self, key)!r}")
@@ -341,7 +356,7 @@ def _check_types(cfg: RunConfig) -> None:
 
 
 def resolve_config(model: str | None = None, *, recipe: str | None = None, config: str | Path | dict | None = None,
-                   arch: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
+                   arch: dict[str, Any] | None = None, default_recipe: str = "auto", **overrides: Any) -> RunConfig:
     """The config of a new run: defaults <- ``config`` (a YAML file or dict, e.g. an earlier run's
     ``config.yaml``) <- ``recipe`` <- ``overrides``; ``arch`` adds architecture options to the
     config's ``model_args``. ``None`` values are ignored, so unset flags change nothing.
@@ -351,6 +366,8 @@ def resolve_config(model: str | None = None, *, recipe: str | None = None, confi
         recipe: a shipped recipe name or a YAML path.
         config: a full or partial config: a path to YAML, or a dict.
         arch: architecture overrides (``--arch KEY=VALUE``).
+        default_recipe: the recipe of a run that names none: ``auto`` (settings chosen from the data,
+            for classification) or another, e.g. ``segment`` for the dense-prediction models.
         overrides: any RunConfig field.
     """
     base = _read_config_file(config) if isinstance(config, (str, Path)) else dict(config or {})
@@ -360,7 +377,10 @@ def resolve_config(model: str | None = None, *, recipe: str | None = None, confi
         raise ReslabError("name a model to train, e.g. 'reslab train resnet20 --data cifar10' (or give --config)")
     if arch:
         overrides["model_args"] = {**(base.get("model_args") or {}), **arch}
-    if recipe == "auto" or (recipe is None and not base.get("recipe") and not set(AUTO_KEYS) <= set(base)):
+    names_none = recipe is None and not base.get("recipe") and not set(AUTO_KEYS) <= set(base)
+    if names_none and default_recipe != "auto":
+        recipe = default_recipe
+    if recipe == "auto" or (names_none and recipe is None):
         # no recipe named: the automatic one, which keeps what the user gave (flags, --config keys)
         given = {k for k, v in overrides.items() if v is not None} | set(base)
         if "iterations" in given:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # matplotlib is imported inside the functions that draw
 
 __all__ = [
     "new_figure", "save_png", "colours", "plot_error_curves", "plot_side_by_side", "plot_confusion_matrix",
-    "plot_error_vs_depth", "plot_responses", "plot_lr_find",
+    "plot_error_vs_depth", "plot_responses", "plot_lr_find", "plot_segmentation",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -400,5 +400,51 @@ def plot_lr_find(lrs: list[float], losses: list[float], smoothed: list[float], c
     ax.set_ylabel("training loss")
     ax.set_title("learning-rate range test (Smith 2017)")
     ax.legend(fontsize=8)
+    save_png(fig, path)
+    return fig
+
+
+def plot_segmentation(rows: Sequence[tuple[Any, Any, Any, str]], classes: Sequence[str], path: PathLike | None, *,
+                      title: str | None = None) -> Figure:
+    """Segmentation results, one row per image: image | ground truth | prediction | errors.
+
+    Args:
+        rows: ``(image, truth, prediction, caption)``: the image as a uint8 (C, H, W) tensor or
+            array (1 or 3 channels), the two label maps (H, W) of class indices, a caption.
+        classes: the class names (the legend of the label colours).
+        path: PNG to write (atomically); None draws without saving.
+        title: a figure title.
+
+    The error panel draws the image in grey with wrongly labelled pixels in red.
+    """
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    if not rows:
+        raise ReslabError("no images to draw")
+    k = max(len(classes), 2)
+    cmap = ListedColormap([(0.0, 0.0, 0.0), *colours(k - 1)][:k])
+    fig = new_figure((12.0, 3.1 * len(rows) + (0.6 if title else 0.3)))
+    axes = fig.subplots(len(rows), 4, squeeze=False)
+    for r, (image, truth, pred, caption) in enumerate(rows):
+        img = np.asarray(image.cpu() if hasattr(image, "cpu") else image).astype(np.float64) / 255.0
+        img = img.transpose(1, 2, 0) if img.shape[0] == 3 else np.repeat(img[0][..., None], 3, axis=2)
+        t = np.asarray(truth.cpu() if hasattr(truth, "cpu") else truth)
+        p = np.asarray(pred.cpu() if hasattr(pred, "cpu") else pred)
+        grey = np.repeat(img.mean(axis=2, keepdims=True), 3, axis=2) * 0.7
+        wrong = t != p
+        grey[wrong] = (0.9, 0.1, 0.1)
+        panels = [(img, None, caption), (t, cmap, "ground truth"), (p, cmap, "prediction"),
+                  (grey, None, f"errors: {100.0 * wrong.mean():.2f}% of pixels")]
+        for ax, (data, cm, label) in zip(axes[r], panels):
+            ax.imshow(data, cmap=cm, vmin=0, vmax=k - 1, interpolation="nearest")
+            ax.set_title(label, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    handles = [Patch(color=cmap(i), label=str(c)) for i, c in enumerate(classes)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
     save_png(fig, path)
     return fig

@@ -45,7 +45,7 @@ from torch import nn
 
 from .. import rundir
 from ..config import AUTO_KEYS, RunConfig, auto_pending
-from ..data import DatasetSplits, FileImages, TensorImages
+from ..data import DatasetSplits, TensorImages
 from ..data.loader import TensorLoader
 from ..data.transforms import Normalizer
 from ..evaluate import evaluate
@@ -199,8 +199,8 @@ def lr_range_test(cfg: RunConfig, splits: DatasetSplits, device: torch.device, r
             pass
     model = _fresh_model(cfg, splits, device, cfg.seed + 1)
     train = splits.train
-    if isinstance(train, FileImages):
-        raise NotImplementedError("the range test runs on in-memory splits")
+    if not isinstance(train, TensorImages):
+        raise NotImplementedError("the range test runs on in-memory classification splits")
     normalizer = Normalizer.fit(cfg.normalize, train.images).to(device)
     optimizer = make_optimizer(cfg, model, lo)
     task = ClassifyTask(cfg)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..data import DatasetSplits, FileImages, TensorImages
+from ..data import DatasetSplits, FileImages, MaskImages, TensorImages
 
 __all__ = ["baselines", "majority_baseline", "fit_linear", "pixel_features", "WEIGHT_DECAYS", "MAX_IMAGES",
            "MAX_SIDE"]
@@ -95,14 +95,16 @@ def _err(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> 
 
 def baselines(splits: DatasetSplits, seed: int = 0) -> dict[str, Any]:
     """The majority-class and linear-on-pixels test errors (%) for ``splits``, with what they used."""
-    if splits.test is None or len(splits.test) == 0:
-        return {}
+    train, test, val = splits.train, splits.test, splits.val
+    if test is None or len(test) == 0 or any(isinstance(s, MaskImages) for s in (train, test, val)):
+        return {}  # classification only
+    assert not isinstance(train, MaskImages) and not isinstance(test, MaskImages) and not isinstance(val, MaskImages)
     t0 = time.time()
     k = len(splits.classes)
-    xtr, ytr = pixel_features(splits.train, seed)
-    xte, yte = pixel_features(splits.test, seed + 1)
-    has_val = splits.val is not None and len(splits.val) > 0
-    xva, yva = pixel_features(splits.val, seed + 2) if splits.val is not None and has_val else (xtr[:0], ytr[:0])
+    xtr, ytr = pixel_features(train, seed)
+    xte, yte = pixel_features(test, seed + 1)
+    has_val = val is not None and len(val) > 0
+    xva, yva = pixel_features(val, seed + 2) if val is not None and has_val else (xtr[:0], ytr[:0])
     mean, std = xtr.mean(0), xtr.std(0).clamp_min(1e-3)
     xtr, xte, xva = ((v - mean) / std for v in (xtr, xte, xva))
     candidates = sorted(WEIGHT_DECAYS, reverse=True) if has_val else [WEIGHT_DECAYS[1]]

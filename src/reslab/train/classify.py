@@ -69,3 +69,8 @@ class ClassifyTask:
                                    f"classifier on the pixels ({base['linear']['test_err']:.2f}%): train longer, "
                                    "check the lr (recipe auto) or the data"]
         return record
+
+    @staticmethod
+    def summary(record: dict[str, Any]) -> str:
+        return (f"test ({record['protocol']}, {record['checkpoint']} checkpoint): "
+                f"top-1 err {record['top1_err']:.2f}%  top-5 err {record['top5_err']:.2f}%")

@@ -29,16 +29,19 @@ from .. import rundir
 from .._table import format_duration
 from ..config import RunConfig, auto_pending, check_resume, make_config
 from ..data import DatasetSplits, canonical_data_name, load_dataset
+from ..data.segmentation import MaskImages
 from ..errors import ReslabError
 from ..io import atomic_write_text
-from ..models import check_model_size, create_model
+from ..models import check_model_size, create_model, get_model_entry
 from .auto import adopt_auto, resolve_auto
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .classify import ClassifyTask
 from .distributed import DistContext, init_distributed, resolve_device
+from .init import init_weights
 from .logging import MetricsWriter, Progress, env_info
 from .pipeline import amp_dtype_for, build_pipeline, make_optimizer, save_preprocess, seed_everything, wrap_model
 from .schedule import LRSchedule
+from .segment import SegmentTask
 from .stats import all_reduce_stats, empty_stats, merge_stats
 from .stopping import StopFlag, TrainingDiverged, TrainingInterrupted, check_finite, should_stop, stop_signals
 from .task import Task
@@ -61,13 +64,34 @@ class FitResult:
         """One line: steps, time, best validation error, test error."""
         best = (f"best val err {self.best_val_err:.2f}% (epoch {self.best_epoch})" if self.best_val_err is not None
                 else "no validation split")
-        test = f", test err {self.test['top1_err']:.2f}% ({self.test['protocol']})" if self.test else ""
+        test = ""
+        if self.test and "top1_err" in self.test:
+            test = f", test err {self.test['top1_err']:.2f}% ({self.test['protocol']})"
+        elif self.test:
+            test = f", test pixel err {self.test['pixel_err']:.2f}% ({self.test['protocol']})"
         return f"{self.run_dir}: {self.steps} steps in {self.wall_time:.0f}s, {best}{test}"
 
 
-def task_for(cfg: RunConfig) -> Task:
-    """The task a config trains (classification is the only one so far)."""
+def task_for(cfg: RunConfig, model: nn.Module | None = None) -> Task:
+    """The task a config trains: its model's (``segment`` for unet*, hourglass*; ``classify`` otherwise)."""
+    if getattr(get_model_entry(cfg.model), "task", "classify") == "segment":
+        if model is None:
+            model = create_model(cfg.model, **cfg.model_args)
+        return SegmentTask(cfg, model)
     return ClassifyTask(cfg)
+
+
+def check_task(cfg: RunConfig, splits: DatasetSplits) -> None:
+    """A classifier on masks, or a segmentation network on labelled images, stops with what to train instead."""
+    model_task = getattr(get_model_entry(cfg.model), "task", "classify")
+    data_task = "segment" if isinstance(splits.train, MaskImages) else "classify"
+    if model_task == data_task:
+        return
+    if model_task == "segment":
+        raise ReslabError(f"{cfg.model} is a segmentation network but {cfg.data} is a classification dataset; give it "
+                          "images with masks (isbi2012:PATH, pennfudan:PATH or segfolder:PATH), or train a classifier")
+    raise ReslabError(f"{cfg.model} is a classifier but {cfg.data} is a segmentation dataset (images with masks); "
+                      f"train a segmentation network on it, e.g. unet_{cfg.model} or unet ('reslab models unet*')")
 
 
 def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool = False,
@@ -221,6 +245,10 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
         image_size=cfg.image_size)
     if len(splits.train) == 0:
         raise ReslabError(f"dataset {cfg.data} has no training images")
+    check_task(cfg, splits)
+    if auto_pending(cfg) and isinstance(splits.train, MaskImages):
+        raise ReslabError("recipe auto chooses classification settings; train a segmentation network with recipe "
+                          "segment (the default when no recipe is named: --recipe segment)")
     if auto_pending(cfg):  # recipe auto: settings chosen from the data (rank 0's choice for every rank)
         if ctx.is_main:
             rundir.make_dirs(run_dir)
@@ -228,8 +256,15 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
                                                 log=Progress(False, 0).print if ctx.is_main else lambda _: None))
     check_model_size(cfg.model, num_classes=len(splits.classes), in_chans=splits.channels, **cfg.model_args)
     model = create_model(cfg.model, num_classes=len(splits.classes), in_chans=splits.channels, **cfg.model_args)
+    if cfg.init_from and not resume:
+        init_weights(model, cfg.init_from)
     params = sum(p.numel() for p in model.parameters())
-    train_loader, normalizer = build_pipeline(cfg, splits, device, ctx)
+    task = task_for(cfg, model)
+    tile = getattr(task, "tile", None)
+    if tile is not None and tile != cfg.crop_size and ctx.is_main:
+        Progress(False, 0).print(f"note: {cfg.model} does not take {cfg.crop_size}-pixel inputs (crop_size); it trains "
+                                 f"and predicts on {tile}-pixel tiles, the largest it takes below that")
+    train_loader, normalizer = build_pipeline(cfg, splits, device, ctx, model=model)
     depth = getattr(getattr(model, "spec", None), "depth", None)  # ResNetSpec.depth, for depth-keyed warm-up
     model, net = wrap_model(model, cfg, device, ctx)
 
@@ -248,7 +283,7 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
 
     if ctx.is_main:
         rundir.make_dirs(run_dir)
-    s = _Session(cfg, run_dir, device, ctx, amp_dtype, task_for(cfg), splits, model, net, optimizer, scaler, schedule,
+    s = _Session(cfg, run_dir, device, ctx, amp_dtype, task, splits, model, net, optimizer, scaler, schedule,
                  train_loader, normalizer, steps_per_epoch, total_steps, math.ceil(total_steps / steps_per_epoch),
                  MetricsWriter(run_dir, ctx.is_main, cfg.tensorboard), Progress(cfg.progress and ctx.is_main, total_steps),
                  t_start, lock=lock, ema=ema, stats=empty_stats())
@@ -274,7 +309,8 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
                              "train": len(splits.train), "val": len(splits.val) if splits.val is not None else 0,
                              "test": len(splits.test) if splits.test is not None else 0,
                              "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-                             "world_size": ctx.world_size, "data_stats": splits.stats})
+                             "world_size": ctx.world_size, "data_stats": splits.stats,
+                             **({"task": s.task.name, "tile": tile} if tile is not None else {})})
     s.progress.update(s.step, f"epoch {s.start_epoch + 1}/{s.epochs}", "", force=True)
     s.t_epoch = time.time()
     return s
@@ -400,8 +436,7 @@ def _test(s: _Session) -> dict[str, Any] | None:
     record = {"event": "test", "split": rec.pop("split"), "protocol": rec.pop("protocol"), "step": s.step, **rec}
     s.metrics.write(record)
     if s.ctx.is_main:
-        s.progress.print(f"test ({record['protocol']}, {record['checkpoint']} checkpoint): "
-                         f"top-1 err {record['top1_err']:.2f}%  top-5 err {record['top5_err']:.2f}%")
+        s.progress.print(s.task.summary(record))
         base = record.get("baselines") or {}
         if base:
             s.progress.print(f"baselines on the same test split: majority class {base['majority']['test_err']:.2f}%, "

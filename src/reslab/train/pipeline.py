@@ -18,10 +18,14 @@ from torch import nn
 from .. import rundir
 from ..config import RunConfig
 from ..data import DatasetSplits, FileImages
-from ..data.loader import FileLoader, TensorLoader
+from ..data.loader import FileLoader, SegLoader, TensorLoader
 from ..data.regularize import BatchRegularizer, PolicyAugment
+from ..data.segmentation import MaskImages, stack_for_normalizer
 from ..data.transforms import Normalizer, ResizeCenterCrop, ScaleAugment, resize_short_side_ratio
+from ..dense import legal_tile
+from ..errors import ReslabError
 from ..io import atomic_path
+from ..segmetrics import unet_weight_map
 from .distributed import DistContext, convert_sync_batchnorm
 
 __all__ = ["seed_everything", "build_pipeline", "fit_normalizer", "save_preprocess", "amp_dtype_for", "wrap_model",
@@ -42,6 +46,11 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def fit_normalizer(cfg: RunConfig, splits: DatasetSplits) -> Normalizer:
     """The input normalisation, fitted on the training split (never validation or test)."""
     train = splits.train
+    if isinstance(train, MaskImages):  # images of many sizes: per-channel statistics only
+        if cfg.normalize == "per_pixel_mean":
+            raise ReslabError("normalize per_pixel_mean needs images of one size; segmentation uses per_channel "
+                              "(--normalize per_channel, as recipe segment does) or none")
+        return Normalizer.fit(cfg.normalize, stack_for_normalizer(train))
     if not isinstance(train, FileImages):
         return Normalizer.fit(cfg.normalize, train.images)
     # Per-pixel mean of centre crops of up to 2,000 training images (fixed sample).
@@ -65,11 +74,15 @@ class _LoaderArgs(TypedDict):
 
 
 def build_pipeline(cfg: RunConfig, splits: DatasetSplits, device: torch.device, ctx: DistContext,
-                   normalizer: Normalizer | None = None) -> tuple[TensorLoader | FileLoader, Normalizer]:
-    """The training loader and the normaliser, from the dataset splits and the recipe."""
+                   normalizer: Normalizer | None = None, model: nn.Module | None = None,
+                   ) -> tuple[TensorLoader | FileLoader | SegLoader, Normalizer]:
+    """The training loader and the normaliser, from the dataset splits and the recipe (and, for
+    segmentation, the model: the tile it takes and the margin its valid convolutions crop)."""
     train = splits.train
     if normalizer is None:
         normalizer = fit_normalizer(cfg, splits)
+    if isinstance(train, MaskImages):
+        return _segmentation_loader(cfg, train, device, ctx, normalizer, model), normalizer
     common = _LoaderArgs(normalizer=normalizer, device=device, seed=cfg.seed, channels_last=cfg.channels_last,
                          rank=ctx.rank, world_size=ctx.world_size, balanced=cfg.balanced)
     regularizer = BatchRegularizer.from_config(cfg, len(splits.classes))  # random erasing, mixup, CutMix
@@ -84,6 +97,24 @@ def build_pipeline(cfg: RunConfig, splits: DatasetSplits, device: torch.device, 
                         pad=cfg.pad, lighting_std=cfg.lighting, policy=cfg.auto_augment, color_jitter=cfg.color_jitter,
                         regularizer=regularizer,
                         **common), normalizer
+
+
+def _segmentation_loader(cfg: RunConfig, train: MaskImages, device: torch.device, ctx: DistContext,
+                         normalizer: Normalizer, model: nn.Module | None) -> SegLoader:
+    """Random tiles of the training images with their masks: flips and 90-degree rotations unless
+    ``augment`` is ``none``, elastic deformation by ``elastic_sigma``, and the U-Net border weights
+    (computed once per training image, before augmentation) when ``border_weight`` is set."""
+    if model is None:
+        raise ReslabError("a segmentation pipeline needs the model (its tile size and output margin)")
+    tile = legal_tile(model, cfg.crop_size)
+    margin = model.output_margin(tile, tile)[0] if hasattr(model, "output_margin") else 0
+    weights = None
+    if cfg.border_weight > 0:
+        weights = [unet_weight_map(m, w0=cfg.border_weight, sigma=cfg.border_sigma) for m in train.masks]
+    flips = cfg.augment != "none"
+    return SegLoader(train, cfg.batch_size, crop_size=tile, margin=margin, normalizer=normalizer, device=device,
+                     seed=cfg.seed, flips=flips, rot90=flips, elastic_sigma=cfg.elastic_sigma if flips else 0.0,
+                     weights=weights, rank=ctx.rank, world_size=ctx.world_size, channels_last=cfg.channels_last)
 
 
 def make_optimizer(cfg: RunConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:

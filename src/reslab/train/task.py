@@ -3,7 +3,8 @@
 ``fit`` is one loop for every task. A task supplies the loss, the running statistics the loop
 accumulates over an epoch, validation for model selection and the final test; segmentation,
 detection and restoration become new implementations of this interface, never branches in
-``fit``. Classification (:class:`reslab.train.classify.ClassifyTask`) is the first.
+``fit``. Classification (:class:`reslab.train.classify.ClassifyTask`) was the first; semantic
+segmentation (:class:`reslab.train.segment.SegmentTask`) the second.
 """
 
 from __future__ import annotations
@@ -63,4 +64,8 @@ class Task(Protocol):
 
     def test(self, run_dir: Path, splits: DatasetSplits, checkpoint: str, ev: EvalContext) -> dict[str, Any]:
         """Evaluate ``checkpoint`` on the test split once; returns the ``test`` record for metrics.jsonl."""
+        ...
+
+    def summary(self, record: dict[str, Any]) -> str:
+        """One line for the terminal from the ``test`` record."""
         ...

@@ -1,0 +1,94 @@
+"""``--init-from``: start a network from trained weights (transfer), not from its random initialisation.
+
+The source is a reslab run directory (its best checkpoint, else its last), a ``.safetensors`` file,
+or a PyTorch ``.pth`` / ``.pt`` state dict such as torchvision's published weights. A U-Net over a
+backbone takes a classifier's weights into its encoder (the classifier's head is left out); a
+classifier takes a classifier's weights whole, its head too where the class counts agree; a
+segmentation network also takes a run of the same segmentation network whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import rundir
+from ..errors import ReslabError
+from ..models import get_model_entry
+from ..models.weights import load_state_dict_checked, load_torchvision_state_dict, read_safetensors
+
+__all__ = ["init_weights", "read_init_source"]
+
+
+def read_init_source(source: str) -> tuple[dict[str, torch.Tensor], str, str | None]:
+    """(tensors, a label naming them for messages, the model name of a source run or None)."""
+    path = Path(source).expanduser()
+    if rundir.is_run_dir(path):
+        model = rundir.read_config(path).get("model")
+        tag = "best" if rundir.weights_file(path, "best").is_file() else "last"
+        tensors, _ = read_safetensors(rundir.weights_file(path, tag))
+        return tensors, f"{source} ({model}, {tag} checkpoint)", str(model) if model else None
+    if not path.exists():
+        raise ReslabError(f"--init-from {source}: no such run directory or weights file")
+    if path.is_dir():
+        raise ReslabError(f"--init-from {source} is a folder but not a run directory; give a run written by "
+                          "'reslab train' or a .safetensors / .pth file")
+    if path.suffix == ".safetensors":
+        tensors, meta = read_safetensors(path)
+        return tensors, str(source), meta.get("model_name")
+    if path.suffix in (".pth", ".pt", ".bin"):
+        try:
+            obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # pickle errors, truncated zip archives, non-tensor payloads
+            raise ReslabError(f"--init-from {source} is not a readable PyTorch state dict ({type(e).__name__}); "
+                              "give a .safetensors file or a state dict saved with torch.save") from None
+        for key in ("state_dict", "model"):  # checkpoints that wrap the state dict
+            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+                obj = obj[key]
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise ReslabError(f"--init-from {source} does not hold a state dict of tensors")
+        return dict(obj), str(source), None
+    raise ReslabError(f"--init-from {source}: give a run directory, a .safetensors file or a .pth/.pt state dict")
+
+
+def _classifier_from(model: nn.Module, tensors: dict[str, torch.Tensor], label: str) -> None:
+    own = model.state_dict()
+    if not any(k in own for k in tensors):  # torchvision's key names
+        load_torchvision_state_dict(model, tensors)
+        return
+    # another class count: the classifier keeps its fresh head
+    state = {k: v for k, v in tensors.items() if not (k.startswith("head.") and k in own and own[k].shape != v.shape)}
+    for k in own:
+        if k.startswith("head.") and k not in state:
+            state[k] = own[k]
+    load_state_dict_checked(model, state, label)
+
+
+def init_weights(model: nn.Module, source: str) -> str:
+    """Load ``source`` into ``model`` as described in the module docstring; returns the source's label."""
+    tensors, label, source_model = read_init_source(source)
+    task = get_model_entry(str(model.model_name)).task if hasattr(model, "model_name") else "classify"
+    source_task = get_model_entry(source_model).task if source_model else "classify"
+    if source_task == "segment" and not (task == "segment" and source_model == getattr(model, "model_name", None)):
+        raise ReslabError(f"--init-from {label} is a {source_model} segmentation run; a "
+                          f"{getattr(model, 'model_name', 'model')} starts from a classifier's weights "
+                          "(a U-Net's encoder) or from a run of the same network")
+    if source_task == "segment":
+        load_state_dict_checked(model, tensors, label)
+    elif task == "segment":
+        load_encoder = getattr(model, "load_encoder", None)
+        if load_encoder is None:
+            raise ReslabError(f"{getattr(model, 'model_name', 'this model')} has no pretrained encoder to load "
+                              f"{label} into; --init-from takes a run of the same network")
+        # reslab classifiers name their parts stem. / stages.; torchvision's conv1., layer1., features. ...
+        kind = "reslab" if any(k.startswith(("stem.", "stages.")) for k in tensors) else "torchvision"
+        try:
+            load_encoder(tensors, source=kind)
+        except ReslabError as e:
+            raise ReslabError(f"--init-from {label}: {e}") from None
+    else:
+        _classifier_from(model, tensors, label)
+    return label
