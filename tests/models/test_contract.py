@@ -1,8 +1,11 @@
 """The contract every registered model keeps, parametrised over the whole registry.
 
-* It trains: forward and backward at its native input size, finite outputs and gradients.
+* A classifier trains: forward and backward at its native input size, finite outputs and gradients.
 * It serves as a backbone: ``forward_features``, ``forward_head`` (with ``pre_logits``),
   ``reset_classifier``, and ``feature_info`` that describes the ``features_only=True`` maps.
+* A segmentation model (``task="segment"``) trains at its smallest legal size of at least 64
+  pixels, returns ``(N, num_classes, H', W')`` logits as ``output_margin`` says, and refuses an
+  illegal size with ``check_input_size``.
 * Its parameter count stays what it was: golden values in ``golden_params.json``, rewritten from
   the registry when ``RESLAB_REGEN_GOLDEN=1`` is set (the test then checks against what it wrote).
 
@@ -19,11 +22,14 @@ import pytest
 import torch
 
 import reslab
+from reslab.errors import ReslabError
 from reslab.models import get_model_entry, list_models
-from reslab.models.base import AuxOutput
-from tests.models._helpers import n_params, unfilled_model
+from reslab.models.base import AuxOutput, Backbone, SegmentationModel
+from tests.models._helpers import meta_model, n_params, unfilled_model
 
 NAMES = list_models()
+CLASSIFIERS = [n for n in NAMES if get_model_entry(n).task == "classify"]
+SEGMENTERS = [n for n in NAMES if get_model_entry(n).task == "segment"]
 GOLDEN = Path(__file__).with_name("golden_params.json")
 
 
@@ -50,7 +56,11 @@ def _shape_model(name: str, **overrides) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("name", NAMES)
+def test_every_name_has_a_known_task():
+    assert sorted(CLASSIFIERS + SEGMENTERS) == sorted(NAMES) and SEGMENTERS
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_forward_and_backward_at_native_size(name):
     torch.manual_seed(0)
     model = reslab.create_model(name)
@@ -79,7 +89,42 @@ def test_golden_counts_name_exactly_the_registry(golden):
     assert sorted(golden) == sorted(NAMES), "rerun with RESLAB_REGEN_GOLDEN=1"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", SEGMENTERS)
+def test_segmentation_contract(name, golden):
+    assert n_params(meta_model(name)) == golden[name], "rerun with RESLAB_REGEN_GOLDEN=1"
+    torch.manual_seed(0)
+    model = reslab.create_model(name)
+    assert isinstance(model, SegmentationModel)
+    c = model.in_chans
+    legal = [s for s in range(64, 400) if _legal(model, s)]
+    side, illegal = legal[0], next(s for s in range(legal[0], 400) if s not in legal)
+    with pytest.raises(ReslabError, match=f"cannot take a {side}x{illegal} input"):
+        model.check_input_size(side, illegal)
+    with pytest.raises(ReslabError):
+        model(torch.zeros(1, c, illegal, side))
+    mh, mw = model.output_margin(side, side)
+    model.train()
+    out = model(torch.randn(2, c, side, side))
+    aux = ()
+    if isinstance(out, AuxOutput):  # intermediate supervision is trained too
+        out, aux = out.logits, out.aux_logits
+    assert out.shape == (2, model.num_classes, side - 2 * mh, side - 2 * mw)
+    assert all(a.shape == out.shape for a in aux)
+    assert torch.isfinite(out).all() and all(torch.isfinite(a).all() for a in aux)
+    (out.pow(2).mean() + sum(a.pow(2).mean() for a in aux)).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def _legal(model: SegmentationModel, side: int) -> bool:
+    try:
+        model.check_input_size(side, side)
+    except ReslabError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
 @torch.no_grad()
 def test_parameter_count_and_feature_contract(name, golden):
     x = _shape_input(name)
@@ -87,6 +132,7 @@ def test_parameter_count_and_feature_contract(name, golden):
     # One build serves both checks.
     assert name in golden, f"{name} has no golden parameter count: rerun with RESLAB_REGEN_GOLDEN=1"
     assert n_params(model) == golden[name]
+    assert isinstance(model, Backbone)
 
     info = model.feature_info
     feats = model.forward_features(x)

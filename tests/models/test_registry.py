@@ -75,3 +75,20 @@ def test_registry_is_complete_from_a_fresh_interpreter():
             "m = create_model('resnet20'); print(len(list_models()), m.model_name)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == [str(len(list_models())), "resnet20"]
+
+
+def test_entries_carry_their_task():
+    from reslab.models.registry import make_entry
+
+    assert reslab.models.get_model_entry("resnet56").task == "classify"
+    assert reslab.models.get_model_entry("unet").task == "segment"
+    with pytest.raises(ValueError, match="task must be one of"):
+        make_entry(lambda num_classes=2: torch.nn.Identity(), name="x", task="detect-everything")
+
+
+def test_resolved_names_are_built_but_not_listed():
+    # unet_<classifier> comes from the U-Net family's resolver: created on demand, never listed.
+    entry = reslab.models.get_model_entry("unet_resnet152")
+    assert entry.task == "segment" and entry.name == "unet_resnet152"
+    assert reslab.models.get_model_entry("unet_resnet152") is entry
+    assert "unet_resnet152" not in list_models() and "unet_resnet152" not in list_models("unet*")

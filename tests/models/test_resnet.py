@@ -187,3 +187,23 @@ def test_norm_and_act_layers_must_be_callables():
         reslab.create_model("resnet20", norm_layer="group")
     with pytest.raises(ReslabError, match="act_layer must be a callable"):
         reslab.create_model("resnet20", act_layer=None)
+
+
+def test_imagenet_stem_map_is_taken_before_its_max_pool():
+    """The stride-2 map (timm's ``act1`` tap) is what a U-Net decoder needs; logits and keys stay."""
+    torch.manual_seed(0)
+    clf = reslab.create_model("resnet50").eval()
+    m = reslab.create_model("resnet50", features_only=True).eval()
+    m.load_state_dict({k: v for k, v in clf.state_dict().items() if not k.startswith("head.")})
+    assert [(f.num_chs, f.reduction, f.module) for f in m.feature_info] == [
+        (64, 2, "stem.act"), (256, 4, "stages.0"), (512, 8, "stages.1"), (1024, 16, "stages.2"), (2048, 32, "stages.3")]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        maps = m(x)
+        stem = clf.stem.act(clf.stem.bn(clf.stem.conv(x)))
+        assert torch.equal(maps[0], stem)
+        assert torch.equal(maps[1], clf.stages[0](clf.stem.pool(stem)))
+        assert torch.equal(maps[-1], clf.forward_features(x))
+    assert dict(clf.stem.named_children()).keys() == {"conv", "bn", "act", "pool"}
+    cifar = reslab.create_model("resnet20", features_only=True)
+    assert cifar.feature_info[0].module == "stem" and cifar.feature_info[0].reduction == 1

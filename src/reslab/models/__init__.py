@@ -5,16 +5,19 @@ itself imports no family, so there is no import circle. Add a new family module 
 below.
 """
 
-from . import alexnet, densenet, googlenet, inception_v3, lenet, resnet, vgg  # noqa: F401  (registers the names)
-from .base import Backbone, ClassifierHead, FeatureInfo, SpecBuilder
+from . import alexnet, densenet, googlenet, hourglass, inception_v3, lenet, resnet, unet, vgg  # noqa: F401  (registers the names)
+from .base import AuxOutput, Backbone, ClassifierHead, FeatureInfo, SegmentationModel, SpecBuilder
+from .hourglass import HourglassSpec, StackedHourglass
 from .info import ModelInfo, model_info
 from .registry import create_model, get_model_entry, list_models, register_model
 from .resnet import ResNet, ResNetSpec
 from .size import check_model_size
+from .unet import BackboneUNet, UNet, UNetSpec
 from .weights import load_torchvision_state_dict, load_weights, save_weights
 
 __all__ = [
-    "Backbone", "ClassifierHead", "FeatureInfo", "SpecBuilder", "ModelInfo", "model_info",
+    "AuxOutput", "Backbone", "ClassifierHead", "FeatureInfo", "SegmentationModel", "SpecBuilder", "ModelInfo", "model_info",
+    "UNet", "UNetSpec", "BackboneUNet", "StackedHourglass", "HourglassSpec",
     "create_model", "get_model_entry", "list_models", "register_model", "ResNet", "ResNetSpec",
     "load_torchvision_state_dict", "load_weights", "save_weights", "check_model_size",
 ]

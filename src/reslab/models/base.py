@@ -1,8 +1,11 @@
-"""The backbone contract every reslab classifier follows, and the spec-to-builder glue.
+"""The backbone contract every reslab classifier follows, the contract of the dense (segmentation)
+models, and the spec-to-builder glue.
 
-A model is ``stem -> stages -> final -> head``. ``feature_info`` describes the stem's and each
+A classifier is ``stem -> stages -> final -> head``. ``feature_info`` describes the stem's and each
 stage's output (channels, reduction), so analysis tools, dense-prediction heads (U-Net encoders)
-and ``features_only=True`` need no per-model code.
+and ``features_only=True`` need no per-model code. A stem that ends in a max-pool named ``pool``
+(the ImageNet ResNet/DenseNet stem) exposes its map *before* that pool, at reduction 2, as timm
+does: a U-Net decoder then has a stride-2 skip.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ from torch import nn
 from ..errors import ReslabError
 
 __all__ = [
-    "Backbone", "ClassifierHead", "SpecBuilder", "FeatureInfo", "AuxOutput",
+    "Backbone", "ClassifierHead", "SegmentationModel", "SpecBuilder", "FeatureInfo", "AuxOutput",
     "Spec", "check", "is_int", "is_number", "positive_ints",
 ]
 
 
 class AuxOutput(NamedTuple):
-    """What a model with auxiliary classifiers (GoogLeNet, Inception-v3) returns in training mode.
+    """What a model with auxiliary classifiers (GoogLeNet, Inception-v3) or intermediate supervision
+    (the stacked hourglass: ``logits`` the last stack's, ``aux_logits`` the earlier stacks') returns
+    in training mode.
 
     The training loss is ``loss(logits) + sum(w * loss(a) for a, w in zip(aux_logits, aux_weights))``;
     in eval mode such models return plain logits.
@@ -70,7 +75,9 @@ class Backbone(nn.Module):
     its own); it calls ``super().__init__(spec, num_classes, in_chans)``, sets ``self.stem``,
     ``self.stages`` (an iterable of modules), ``self.final`` (applied after the last stage, e.g. a
     pre-activation net's last BN-ReLU), ``self.head`` and ``self.feature_info`` (stem first, then
-    one entry per stage), then calls :meth:`_finish_init`.
+    one entry per stage), then calls :meth:`_finish_init`. A stem ending in an ``nn.MaxPool2d``
+    named ``pool`` gets its ``feature_info`` entry moved before the pool there (``stem.act`` at
+    half the reduction); ``forward`` and the logits do not change.
 
     Args:
         spec: the architecture, a frozen dataclass of the family.
@@ -85,6 +92,8 @@ class Backbone(nn.Module):
     num_classes: int
     num_features: int
     feature_info: list[FeatureInfo]
+    stem: nn.Module
+    stages: nn.Sequential
     final: nn.Module  # an nn.Identity or a Sequential (a pre-activation net's BN-ReLU)
     head: nn.Module  # a ClassifierHead or FCHead; the nn.Identity with features_only
 
@@ -108,6 +117,17 @@ class Backbone(nn.Module):
         self.out_indices = tuple(i % n for i in indices)
         if features_only:
             self.head = nn.Identity()
+        # The stem's map is taken before a trailing max-pool (timm's feature_info does the same).
+        self._stem_pool = False
+        stem = getattr(self, "stem", None)
+        names = [name for name, _ in stem.named_children()] if isinstance(stem, nn.Sequential) else []
+        first = self.feature_info[0]
+        if (len(names) >= 2 and names[-1] == "pool" and isinstance(stem[-1], nn.MaxPool2d)
+                and first.module == "stem"):
+            stride = stem[-1].stride
+            stride = stride if isinstance(stride, int) else stride[0]
+            self.feature_info[0] = FeatureInfo(first.num_chs, first.reduction // stride, f"stem.{names[-2]}")
+            self._stem_pool = True
 
     # -- the contract ---------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
@@ -132,9 +152,18 @@ class Backbone(nn.Module):
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The feature maps named by ``feature_info`` selected by ``out_indices``."""
-        maps = [self.stem(x)]
+        if self._stem_pool:
+            children = list(self.stem.children())
+            for layer in children[:-1]:
+                x = layer(x)
+            maps = [x]
+            x = children[-1](x)  # the stem's max-pool: its output is the first stage's input
+        else:
+            x = self.stem(x)
+            maps = [x]
         for stage in self.stages:
-            maps.append(stage(maps[-1]))
+            x = stage(x)
+            maps.append(x)
         maps[-1] = self.final(maps[-1])
         return [maps[i] for i in self.out_indices]
 
@@ -152,6 +181,61 @@ class Backbone(nn.Module):
         """Replace the classifier with a freshly initialised one for ``num_classes`` (0: none)."""
         self.num_classes = num_classes
         self.head.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+class SegmentationModel(nn.Module):
+    """Base class of the dense-prediction models: ``forward`` maps ``(N, in_chans, H, W)`` images to
+    logits ``(N, num_classes, H', W')``.
+
+    Same-padding models return ``H' = H``; the paper's valid U-Net returns a centred smaller map.
+    A subclass sets ``in_chans`` and ``num_classes`` and implements :meth:`output_margin` and
+    :meth:`_size_problem`; :meth:`info_rows` names the levels that ``model_info`` tabulates.
+    """
+
+    in_chans: int
+    num_classes: int
+
+    def __init__(self, num_classes: int, in_chans: int) -> None:
+        super().__init__()
+        check([
+            (is_int(num_classes) and num_classes >= 1, f"num_classes must be a positive integer, got {num_classes!r}"),
+            (is_int(in_chans) and in_chans >= 1, f"in_chans must be a positive integer, got {in_chans!r}"),
+        ])
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+
+    def output_margin(self, h: int, w: int) -> tuple[int, int]:
+        """Pixels the output loses on each side for an ``h`` x ``w`` input: ``((h - H') // 2,
+        (w - W') // 2)``; ``(0, 0)`` for same-size models. Raises for an illegal size."""
+        self.check_input_size(h, w)
+        return (0, 0)
+
+    def _size_problem(self, h: int, w: int) -> str | None:
+        """Why ``h`` x ``w`` is not a legal input size (what to use instead), or ``None``."""
+        return None
+
+    def check_input_size(self, h: int, w: int) -> None:
+        """Raise :class:`~reslab.errors.ReslabError` naming the legal sizes when ``h`` x ``w`` is not one."""
+        if not (is_int(h) and is_int(w) and h >= 1 and w >= 1):
+            raise ReslabError(f"input sides must be positive integers, got {h!r} x {w!r}")
+        problem = self._size_problem(h, w)
+        if problem is not None:
+            raise ReslabError(f"{getattr(self, 'model_name', type(self).__name__)} cannot take a {h}x{w} input: {problem}")
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a clear error for input that is not ``(N, in_chans, H, W)`` with a legal ``H, W``."""
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ReslabError(
+                f"{getattr(self, 'model_name', type(self).__name__)} expects input of shape "
+                f"(N, {self.in_chans}, H, W); got {tuple(x.shape)}. Convert the images to "
+                f"{self.in_chans} channel(s) or build the model with in_chans={x.shape[1] if x.ndim == 4 else '...'}"
+            )
+        self.check_input_size(int(x.shape[-2]), int(x.shape[-1]))
+
+    def info_rows(self) -> list[tuple[str, nn.Module]]:
+        """``(name, module)`` of each row of :func:`~reslab.models.info.model_info`'s table: by
+        default the direct children."""
+        return [(name, m) for name, m in self.named_children() if not isinstance(m, nn.Identity)]
 
 
 class SpecBuilder:

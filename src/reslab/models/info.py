@@ -60,6 +60,10 @@ def _human(n: int) -> str:
 
 
 def _rows_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """A classifier's stem, stages and head; a dense model's levels (its ``info_rows()``)."""
+    info_rows = getattr(model, "info_rows", None)
+    if callable(info_rows):
+        return list(info_rows())
     rows = []
     for name, child in model.named_children():
         if name == "stages" and isinstance(child, (nn.Sequential, nn.ModuleList)):
@@ -74,8 +78,13 @@ def model_info(model: nn.Module, input_size: tuple[int, ...] | None = None) -> M
     """Measure ``model`` on one input of ``input_size`` (C, H, W), in eval mode.
 
     Args:
-        model: any module; reslab models get one row per stem, stage and head.
+        model: any module; reslab classifiers get one row per stem, stage and head, dense models
+            one per level (a U-Net's ``down.i`` and ``up.i``, an hourglass's stacks).
         input_size: (C, H, W); defaults to the registry's native size for the model.
+
+    A row whose module the model runs child by child (a Backbone's stem when its map is taken
+    before the stem's max-pool) takes its output shape from the last child that ran and its
+    multiply-adds from its children.
     """
     name = getattr(model, "model_name", type(model).__name__)
     if input_size is None:
@@ -87,13 +96,16 @@ def model_info(model: nn.Module, input_size: tuple[int, ...] | None = None) -> M
     model.eval()
     rows = _rows_of(model)
     shapes: dict[str, tuple[int, ...]] = {}
+    child_shapes: dict[str, tuple[int, ...]] = {}  # the last child that ran, for rows not run whole
     hooks = []
     for row_name, module in rows:
-        def hook(_m, _inp, out, row_name=row_name):
+        def hook(_m, _inp, out, row_name=row_name, into=shapes):
             first = out[0] if isinstance(out, (list, tuple)) else out
             if isinstance(first, torch.Tensor):
-                shapes[row_name] = tuple(first.shape[1:])
+                into[row_name] = tuple(first.shape[1:])
         hooks.append(module.register_forward_hook(hook))
+        for child in module.children():
+            hooks.append(child.register_forward_hook(lambda m, i, o, row_name=row_name: hook(m, i, o, row_name, child_shapes)))
     try:
         x = torch.zeros(1, *input_size, device=next(model.parameters()).device)
         with FlopCounterMode(display=False) as counter:
@@ -108,10 +120,15 @@ def model_info(model: nn.Module, input_size: tuple[int, ...] | None = None) -> M
     root = type(model).__name__
     out = []
     for row_name, module in rows:
-        if row_name not in shapes:
+        shape = shapes.get(row_name, child_shapes.get(row_name))
+        if shape is None:
             continue
-        flops = sum(counts.get(f"{root}.{row_name}", {}).values())
-        out.append(LayerInfo(row_name, shapes[row_name], sum(p.numel() for p in module.parameters()), flops // 2))
+        key = f"{root}.{row_name}"
+        if key in counts:
+            flops = sum(counts[key].values())
+        else:  # run child by child: no scope of its own in the counter
+            flops = sum(sum(counts.get(f"{key}.{child}", {}).values()) for child, _ in module.named_children())
+        out.append(LayerInfo(row_name, shape, sum(p.numel() for p in module.parameters()), flops // 2))
     return ModelInfo(
         name=name,
         input_size=input_size,

@@ -20,12 +20,20 @@ from torch import nn
 
 from ..errors import ReslabError, UnknownModelError
 
-__all__ = ["ModelEntry", "register_model", "create_model", "list_models", "get_model_entry"]
+__all__ = ["ModelEntry", "register_model", "register_resolver", "make_entry", "create_model", "list_models",
+           "get_model_entry", "TASKS"]
+
+TASKS = ("classify", "segment")
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered architecture: its builder and the facts a user looks up beside it."""
+    """A registered architecture: its builder and the facts a user looks up beside it.
+
+    ``task`` is what the model predicts: ``"classify"`` (logits ``(N, K)``; every classifier is a
+    :class:`~reslab.models.base.Backbone`) or ``"segment"`` (logits ``(N, K, H', W')``; a
+    :class:`~reslab.models.base.SegmentationModel`).
+    """
 
     name: str
     builder: Callable[..., nn.Module]
@@ -33,9 +41,14 @@ class ModelEntry:
     paper: str = ""
     input_size: tuple[int, int, int] = (3, 224, 224)
     accepts: frozenset[str] = field(default_factory=frozenset)
+    task: str = "classify"
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+# Names built on demand (``unet_<any classifier>``): resolvers turn a name into an entry or None;
+# what they resolve is kept here, apart from the registry, so list_models shows only registered names.
+_RESOLVERS: list[Callable[[str], ModelEntry | None]] = []
+_RESOLVED: dict[str, ModelEntry] = {}
 
 
 def _accepted_keywords(builder: Callable[..., Any]) -> frozenset[str]:
@@ -58,38 +71,64 @@ def register_model(
     family: str = "",
     paper: str = "",
     input_size: tuple[int, int, int] = (3, 224, 224),
+    task: str = "classify",
 ):
     """Register ``builder`` under ``name`` (default: the builder's ``__name__``).
 
     Usable as ``@register_model``, ``@register_model(paper=...)`` or as a plain call
-    ``register_model(builder, name="resnet56", ...)``. A duplicate name raises.
+    ``register_model(builder, name="resnet56", ...)``. A duplicate name raises. ``task`` is
+    ``"classify"`` or ``"segment"`` (see :class:`ModelEntry`).
     """
 
     def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or fn.__name__
         if key in _REGISTRY:
             raise ValueError(f"model name {key!r} is already registered")
-        _REGISTRY[key] = ModelEntry(
-            name=key,
-            builder=fn,
-            family=family,
-            paper=paper,
-            input_size=(input_size[0], input_size[1], input_size[2]),
-            accepts=_accepted_keywords(fn),
-        )
+        _REGISTRY[key] = make_entry(fn, name=key, family=family, paper=paper, input_size=input_size, task=task)
         return fn
 
     return add(builder) if builder is not None else add
 
 
+def make_entry(builder: Callable[..., nn.Module], *, name: str, family: str = "", paper: str = "",
+               input_size: tuple[int, int, int] = (3, 224, 224), task: str = "classify") -> ModelEntry:
+    """The :class:`ModelEntry` for ``builder`` (what :func:`register_model` stores; resolvers return one)."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    return ModelEntry(
+        name=name,
+        builder=builder,
+        family=family,
+        paper=paper,
+        input_size=(input_size[0], input_size[1], input_size[2]),
+        accepts=_accepted_keywords(builder),
+        task=task,
+    )
+
+
+def register_resolver(resolver: Callable[[str], ModelEntry | None]) -> Callable[[str], ModelEntry | None]:
+    """Let ``resolver(name)`` supply entries for names that are not registered, e.g. the U-Net
+    family's ``unet_<classifier>`` over any registered classifier. It returns a
+    :class:`ModelEntry` (see :func:`make_entry`) or ``None``; :func:`list_models` does not list
+    what resolvers supply."""
+    _RESOLVERS.append(resolver)
+    return resolver
+
+
 def get_model_entry(name: str) -> ModelEntry:
-    """The registry entry for ``name``; an unknown name raises with close matches suggested."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}?" if close else "run 'reslab models' to list them"
-        raise UnknownModelError(f"unknown model {name!r}: {hint}") from None
+    """The registry entry for ``name`` (or one a resolver supplies, e.g. ``unet_resnet101``); an
+    unknown name raises with close matches suggested."""
+    entry = _REGISTRY.get(name) or _RESOLVED.get(name)
+    if entry is not None:
+        return entry
+    for resolve in _RESOLVERS:
+        entry = resolve(name)
+        if entry is not None:
+            _RESOLVED[name] = entry
+            return entry
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else "run 'reslab models' to list them"
+    raise UnknownModelError(f"unknown model {name!r}: {hint}")
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:

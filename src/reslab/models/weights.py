@@ -15,6 +15,7 @@ from ..errors import ReslabError
 from ..io import atomic_path
 
 __all__ = ["save_weights", "load_weights", "load_state_dict_checked", "load_torchvision_state_dict",
+           "convert_torchvision_state_dict",
            "register_torchvision_converter", "torchvision_to_reslab_key", "read_safetensors",
            "rename_keys", "sequential_from_torchvision"]
 
@@ -179,11 +180,17 @@ def load_torchvision_state_dict(model: nn.Module, state_dict: StateDict) -> nn.M
     bottleneck ResNet with the paper's default ``stride_in="1x1"`` is refused with that advice.
     Every key must map: nothing is left over or missing.
     """
+    load_state_dict_checked(model, convert_torchvision_state_dict(model, state_dict), "a torchvision state dict")
+    return model
+
+
+def convert_torchvision_state_dict(model: nn.Module, state_dict: StateDict) -> dict[str, torch.Tensor]:
+    """``state_dict`` (torchvision's keys) renamed to ``model``'s keys, by the converter registered for
+    ``model``'s family (ResNet's rules otherwise), without loading it. Keys with no counterpart keep
+    a name that a strict load reports. Refuses a paper-v1 bottleneck ResNet as
+    :func:`load_torchvision_state_dict` does."""
     convert = next((fn for cls, fn in _TV_CONVERTERS.items() if isinstance(model, cls)), None)
     if convert is None:
         _check_tv_resnet_stride(model)
-        mapped = rename_keys(state_dict, _TV_RULES)
-    else:
-        mapped = convert(model, state_dict)
-    load_state_dict_checked(model, mapped, "a torchvision state dict")
-    return model
+        return rename_keys(state_dict, _TV_RULES)
+    return convert(model, state_dict)
