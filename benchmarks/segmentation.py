@@ -3,7 +3,7 @@
 Both networks see the same batches (one reslab SegLoader, seeded: the same tiles, flips, rotations
 and elastic deformations), the same loss (per-pixel cross-entropy), optimizer (AdamW, lr 1e-3,
 weight decay 1e-4, cosine decay) and number of steps, from random initialisation
-(``encoder_weights=None``). Steps alternate between the two, so both are timed under the same load;
+(``encoder_weights=None``), the same decoder (bilinear up-sampling on both). Steps alternate between the two, so both are timed under the same load;
 training speed is images per second of forward + backward + step. Both are then evaluated on the
 held-out slices by the same overlap-tile inference (:func:`reslab.dense.evaluate_dense`), which is
 also timed. Writes a JSON of both sets of figures and their ratios::
@@ -34,7 +34,9 @@ from reslab.segmetrics import seg_loss
 def smp_unet(in_chans: int, classes: int) -> torch.nn.Module:
     import segmentation_models_pytorch as smp
 
-    return smp.Unet("resnet34", encoder_weights=None, in_channels=in_chans, classes=classes)
+    # reslab's decoder up-samples bilinearly; smp's default is nearest: the same operation on both sides
+    return smp.Unet("resnet34", encoder_weights=None, in_channels=in_chans, classes=classes,
+                    decoder_interpolation="bilinear")
 
 
 def main() -> None:
@@ -79,7 +81,7 @@ def main() -> None:
                 net["opt"].step()
                 if step >= warmup:
                     net["seconds"] += time.perf_counter() - t
-                net["losses"].append(float(loss))
+                net["losses"].append(float(loss.detach()))
             step += 1
         epoch += 1
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from . import rundir
-from .data import DatasetSplits, load_dataset
+from .data import DatasetSplits
 from .data.decode import open_image
 from .data.segmentation import MaskImages
 from .data.transforms import Normalizer
@@ -36,7 +36,7 @@ from .errors import ReslabError
 from .io import atomic_path, atomic_write_text
 from .models import get_model_entry
 from .plots import plot_segmentation
-from .predict import LoadedRun, load_run
+from .predict import LoadedRun, image_path, load_run, run_split
 from .segmetrics import (
     confusion_from_labels,
     dice_per_class,
@@ -205,16 +205,7 @@ def evaluate_dense_run(run_dir: str | Path, *, split: str = "test", checkpoint: 
                           "not as a segmentation run")
     run = load_run(run_dir, checkpoint, device)
     cfg = run.config
-    data_name = data or cfg.data
-    if splits is None:
-        splits = load_dataset(data_name, data_dir=data_dir or cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed,
-                              skip_bad=cfg.skip_bad, image_size=cfg.image_size)
-    if list(splits.classes) != list(run.classes):
-        raise ReslabError(f"{data_name} has classes {', '.join(map(str, splits.classes))} but the run was trained on "
-                          f"{', '.join(map(str, run.classes))}; give the data it was trained on")
-    images = splits.test if split == "test" else splits.val
-    if images is None or len(images) == 0:
-        raise ReslabError(f"{data_name} has no {split} split to evaluate")
+    data_name, images = run_split(run, split, data=data, data_dir=data_dir, splits=splits)
     if not isinstance(images, MaskImages):
         raise ReslabError(f"{data_name} is a classification dataset; a segmentation run needs images with masks "
                           "(isbi2012:PATH, pennfudan:PATH or segfolder:PATH)")
@@ -274,14 +265,7 @@ def predict_masks(run: LoadedRun, paths: list[str | Path] | tuple[str | Path, ..
         raise ReslabError(f"two images are named {dup!r}: their masks would overwrite each other; predict them "
                           "into different --out folders")
     results = []
-    for p in paths:
-        if "://" in str(p):
-            raise ReslabError(f"{p}: URLs are not fetched; download the image and give its path")
-        path = Path(p)
-        if path.is_dir():
-            raise ReslabError(f"{path} is a folder; give image files, e.g. {path}/*.png")
-        if not path.exists():
-            raise ReslabError(f"image not found: {path}")
+    for path in map(image_path, paths):
         image = _channels_first(open_image(str(path), "L" if run.channels == 1 else "RGB"), run.channels)
         logits = _logits(run.model, image, run.normalizer, k, tile, device, None)
         pred = logits.argmax(0).to(torch.uint8).cpu().numpy()

@@ -21,14 +21,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import rundir
-from .data import DatasetSplits, FileImages, load_dataset
+from .data import DatasetSplits, FileImages
 from .data.transforms import Normalizer, ResizeCenterCrop, resize_short_side_ratio, scaled_views, ten_crop_views
+from .dense import run_task
 from .errors import ReslabError
 from .io import atomic_write_text
 from .metrics import confusion_matrix, per_class_accuracy, topk_correct
 from .models.base import AuxOutput
 from .plots import plot_confusion_matrix
-from .predict import load_run
+from .predict import load_run, run_split
 
 __all__ = ["EvalResult", "RunEvaluation", "evaluate", "evaluate_run", "PROTOCOLS"]
 
@@ -232,18 +233,12 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", protocol: str | No
         raise ReslabError(f"split must be test or val, got {split!r}")
     if batch_size is not None and batch_size < 1:
         raise ReslabError(f"batch size must be at least 1, got {batch_size}")
+    if run_task(run_dir) == "segment":
+        raise ReslabError(f"{run_dir} is a segmentation run; evaluate it with reslab.evaluate_dense_run ('reslab eval' "
+                          "chooses by itself): pixel error, Rand error, IoU and Dice")
     run = load_run(run_dir, checkpoint, device)
     cfg = run.config
-    data_name = data or cfg.data
-    if splits is None:
-        splits = load_dataset(data_name, data_dir=data_dir or cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed,
-                              skip_bad=cfg.skip_bad, image_size=cfg.image_size)
-    if list(splits.classes) != list(run.classes):
-        raise ReslabError(f"{data_name} has classes {', '.join(map(str, splits.classes[:5]))}... but the run was trained "
-                          f"on {', '.join(map(str, run.classes[:5]))}...; give the data it was trained on")
-    images = splits.test if split == "test" else splits.val
-    if images is None or len(images) == 0:
-        raise ReslabError(f"{data_name} has no {split} split to evaluate")
+    _, images = run_split(run, split, data=data, data_dir=data_dir, splits=splits)
     protocol = protocol or cfg.test_protocol
     res = evaluate(run.model, images, normalizer=run.normalizer, num_classes=len(run.classes), protocol=protocol,
                    batch_size=batch_size or max(cfg.batch_size, 256), device=device, pad=cfg.pad,

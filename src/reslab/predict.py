@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -14,13 +15,15 @@ from torch import nn
 
 from . import rundir
 from .config import RunConfig, make_config
+from .data import DatasetSplits, load_dataset
 from .data.decode import open_image
 from .data.transforms import Normalizer, ResizeCenterCrop, resize_short_side_ratio
 from .errors import ReslabError
 from .models import create_model
 from .models.weights import load_state_dict_checked, read_safetensors
 
-__all__ = ["LoadedRun", "load_run", "load_run_weights", "load_weights_file", "check_weights", "predict", "Prediction"]
+__all__ = ["LoadedRun", "load_run", "load_run_weights", "load_weights_file", "check_weights", "predict", "Prediction",
+           "image_path", "run_split"]
 
 
 def check_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
@@ -122,6 +125,40 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
                      int(meta.get("crop_size", 224)), used)
 
 
+def run_split(run: LoadedRun, split: str, *, data: str | None = None, data_dir: str | None = None,
+              splits: DatasetSplits | None = None) -> tuple[str, Any]:
+    """(the dataset's name, its ``split``) for evaluating ``run``: the run's own data (or ``data``,
+    whose class names must be the run's), loaded as the run loaded it unless ``splits`` is given."""
+    if split not in ("test", "val"):
+        raise ReslabError(f"split must be test or val, got {split!r}")
+    cfg = run.config
+    data_name = data or cfg.data
+    if splits is None:
+        splits = load_dataset(data_name, data_dir=data_dir or cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed,
+                              skip_bad=cfg.skip_bad, image_size=cfg.image_size)
+    if list(splits.classes) != list(run.classes):
+        more = "..." if len(run.classes) > 5 else ""
+        raise ReslabError(f"{data_name} has classes {', '.join(map(str, splits.classes[:5]))}{more} but the run was "
+                          f"trained on {', '.join(map(str, run.classes[:5]))}{more}; give the data it was trained on")
+    images = splits.test if split == "test" else splits.val
+    if images is None or len(images) == 0:
+        raise ReslabError(f"{data_name} has no {split} split to evaluate")
+    return data_name, images
+
+
+def image_path(p: str | Path) -> Path:
+    """An image file named by a user, checked before it is opened: not a URL, not a folder, present.
+    (A regular file, its size checked from the header before decoding: :mod:`reslab.data.decode`.)"""
+    if "://" in str(p):
+        raise ReslabError(f"{p}: URLs are not fetched; download the image and give its path")
+    path = Path(p)
+    if path.is_dir():
+        raise ReslabError(f"{path} is a folder; give image files, e.g. {path}/*.png")
+    if not path.exists() and not path.is_symlink():
+        raise ReslabError(f"image not found: {path}")
+    return path
+
+
 @dataclass
 class Prediction:
     path: str
@@ -134,15 +171,7 @@ def predict(run: LoadedRun, paths: Sequence[str | Path], topk: int = 5) -> list[
     device = next(run.model.parameters()).device
     norm = run.normalizer.to(device)
     out = []
-    for p in paths:
-        if "://" in str(p):
-            raise ReslabError(f"{p}: URLs are not fetched; download the image and give its path")
-        p = Path(p)
-        if p.is_dir():
-            raise ReslabError(f"{p} is a folder; give image files, e.g. {p}/*.png")
-        if not p.exists() and not p.is_symlink():
-            raise ReslabError(f"image not found: {p}")
-        # a regular file, its size checked from the header before decoding (reslab.data.decode)
+    for p in map(image_path, paths):
         x = run.preprocess(open_image(str(p), "L" if run.channels == 1 else "RGB"))
         probs = torch.softmax(run.model(norm(x[None].to(device))).float(), dim=1)[0]
         k = min(topk, len(run.classes))

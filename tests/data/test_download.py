@@ -1,14 +1,11 @@
 """Downloads against a real HTTP server on 127.0.0.1 serving archives in the official CIFAR format."""
 
-import functools
 import hashlib
-import http.server
 import io
 import os
 import pickle
 import socket
 import tarfile
-import threading
 
 import numpy as np
 import pytest
@@ -62,27 +59,6 @@ def make_cifar10_archive(path, per_batch_per_class=1, seed=0):
 
 def md5(path):
     return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server(tmp_path):
-    """A real HTTP server on 127.0.0.1 serving tmp_path/www; yields (directory, base URL)."""
-    www = tmp_path / "www"
-    www.mkdir()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(www)))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield www, f"http://127.0.0.1:{httpd.server_address[1]}/"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def serve_cifar10(monkeypatch, www, base, md5_override=None, truncate=False):

@@ -3,12 +3,9 @@ challenge's multi-page TIFFs), real Penn-Fudan photos repacked in tmp (zip, tar.
 download from a local HTTP server), and folders of images with masks made of real images; every
 bad input is one line naming the file."""
 
-import functools
 import hashlib
-import http.server
 import io
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
 
@@ -270,27 +267,6 @@ def test_bad_pennfudan_inputs_are_named(tmp_path, pf_members):
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
     with pytest.raises(ReslabError, match=r"e\.zip is truncated or corrupt"):
         load_dataset(f"pennfudan:{cut}")
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server(tmp_path):
-    """A real HTTP server on 127.0.0.1 serving tmp_path/www; yields (directory, base URL)."""
-    www = tmp_path / "www"
-    www.mkdir()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(www)))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield www, f"http://127.0.0.1:{httpd.server_address[1]}/"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def serve(monkeypatch, www, base, members, md5=None):
