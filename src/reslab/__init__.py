@@ -11,6 +11,7 @@ The public API::
 from ._version import __version__
 from .config import RunConfig, make_config, resolve_config
 from .data import load_dataset
+from .dense import evaluate_dense_run, predict_masks
 from .errors import ReslabError, UnknownModelError
 from .evaluate import evaluate, evaluate_run
 from .models import (
@@ -30,5 +31,5 @@ __all__ = [
     "ReslabError", "UnknownModelError", "create_model", "list_models", "load_torchvision_state_dict",
     "load_weights", "model_info", "register_model", "save_weights", "load_dataset", "evaluate", "evaluate_run",
     "fit", "train_or_reuse", "RunConfig", "make_config", "resolve_config", "load_run", "predict", "read_run",
-    "__version__",
+    "evaluate_dense_run", "predict_masks", "__version__",
 ]

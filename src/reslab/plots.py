@@ -425,7 +425,7 @@ def plot_segmentation(rows: Sequence[tuple[Any, Any, Any, str]], classes: Sequen
         raise ReslabError("no images to draw")
     k = max(len(classes), 2)
     cmap = ListedColormap([(0.0, 0.0, 0.0), *colours(k - 1)][:k])
-    fig = new_figure((12.0, 3.1 * len(rows) + (0.6 if title else 0.3)))
+    fig = new_figure((9.0, 2.35 * len(rows) + (0.6 if title else 0.3)))
     axes = fig.subplots(len(rows), 4, squeeze=False)
     for r, (image, truth, pred, caption) in enumerate(rows):
         img = np.asarray(image.cpu() if hasattr(image, "cpu") else image).astype(np.float64) / 255.0

@@ -152,8 +152,9 @@ def _segmentation_md(run: Run) -> list[str]:
         out += ["", *_md_table(["class", "IoU", "Dice"],
                                [[_md_text(c), _fmt(iou.get(c), ".4f"), _fmt(dice.get(c), ".4f")] for c in iou], "lrr")]
     out += ["", f"Whole images by overlap-tile inference ({t.get('tile', _DASH)}-pixel tiles). The Rand error is the "
-            "ISBI 2012 challenge's foreground-restricted one (1 - the adapted Rand F-score over the cell pixels, cells "
-            "the connected components of the foreground class), averaged over the images."]
+            "ISBI 2012 challenge's foreground-restricted one (1 - the adapted Rand F-score over the pixels whose true "
+            "label is the foreground; objects are the 4-connected components of the foreground class, predicted "
+            "background pixels count as unassigned), averaged over the images."]
     if str(run.config.get("data", "")).startswith("isbi2012"):
         out += ["", "The U-Net paper on the ISBI 2012 challenge's own test set (Ronneberger et al. 2015, Table 1): "
                 f"Rand error {ISBI_PAPER['rand_err']}, warping error {ISBI_PAPER['warping_err']} (reslab does not "

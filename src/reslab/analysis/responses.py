@@ -82,7 +82,7 @@ def layer_responses(model: nn.Module, x: torch.Tensor, *, batch_size: int | None
 
     order: list[str] = []  # conv names in the order they ran
     by_bn: dict[str, _Moments] = {}  # a conv whose output a BN took: measured there
-    pending: dict[int, tuple[str, weakref.ref]] = {}
+    pending: dict[int, tuple[str, weakref.ref, int]] = {}
     own: dict[str, _Moments] = {}  # conv outputs of this chunk, until we know no BN takes them
 
     def conv_hook(name: str) -> Callable:
@@ -91,7 +91,9 @@ def layer_responses(model: nn.Module, x: torch.Tensor, *, batch_size: int | None
                 order.append(name)
             # A weak reference: an output that no BN takes is freed as usual, and a later tensor
             # that reuses its id() cannot be mistaken for it.
-            pending[id(out)] = (name, weakref.ref(out))
+            # and its version: a tensor changed in place since (a pre-activation block adds the
+            # shortcut into its last conv's output) is no longer that conv's output
+            pending[id(out)] = (name, weakref.ref(out), out._version)
             own[name] = _Moments()
             own[name].add(out)
 
@@ -99,7 +101,7 @@ def layer_responses(model: nn.Module, x: torch.Tensor, *, batch_size: int | None
 
     def bn_hook(_m: nn.Module, inp: tuple, out: torch.Tensor) -> None:
         entry = pending.pop(id(inp[0]), None)
-        if entry is not None and entry[1]() is inp[0]:
+        if entry is not None and entry[1]() is inp[0] and entry[2] == inp[0]._version:
             name = entry[0]
             own.pop(name, None)
             by_bn.setdefault(name, _Moments()).add(out)

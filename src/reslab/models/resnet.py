@@ -235,7 +235,9 @@ class _ResidualBlock(nn.Module):
         if self.attn is not None:
             out = self.attn(out)
         if self.shortcut is not None:
-            out = out + self.shortcut(skip)
+            # in place, as torchvision adds: one tensor less per block (the branch's last BN, conv or
+            # attention output is not needed by its own backward)
+            out += self.shortcut(skip)
         if not self.preact:
             out = self._layer("act", self.n_convs)(out)
         return out if self.nl is None else self.nl(out)
