@@ -197,3 +197,38 @@ def test_readme_demo_figures_are_the_committed_results():
     assert all(r["train_err"] < p["train_err"] for r in runs if r["run"].startswith("resnet")
                for p in runs if p["run"].startswith("plain") and (p["seed"], p["threads"]) == (r["seed"], r["threads"]))
     assert f"{res['demo_cpu_time_s']:.0f} s of CPU time" in prose
+
+
+def _last_test(run_dir):
+    from reslab.rundir import read_metrics
+
+    records = read_metrics(run_dir)
+    test = [r for r in records if r.get("event") == "test"][-1]
+    end = [r for r in records if r.get("event") == "end"][-1]
+    return test, end
+
+
+def test_readme_segmentation_figures_are_the_committed_results():
+    text = README.read_text()
+    prose = _flat(_section(text, "**Measured** segmentation", "## Many processes"))
+    rows = {}
+    for line in _section(text, "**Measured** segmentation", "## Many processes").splitlines():
+        if line.startswith("| `"):
+            rows[line.split("`")[1] + "@" + line.split("|")[2].strip().split(":")[0]] = line
+    runs = {"unet_resnet34@ISBI 2012": ("isbi2012/unet_resnet34", "cell"), "unet@ISBI 2012": ("isbi2012/unet", "cell"),
+            "unet_resnet18@Penn-Fudan": ("pennfudan-seg/unet_resnet18", "person")}
+    assert set(runs) <= set(rows), sorted(rows)
+    for key, (path, fg) in runs.items():
+        test, end = _last_test(ROOT / "results" / path)
+        row = rows[key]
+        assert f"| {test['pixel_err']:.2f} % |" in row, (key, test["pixel_err"])
+        assert f"| {test['rand_err']:.4f} |" in row and f"| {test['iou'][fg]:.4f} |" in row, key
+        assert f"{test['n']} test" in row
+        minutes, seconds = divmod(round(end["wall_time"]), 60)
+        assert f"{minutes} min {seconds:02d} s" in row, (key, end["wall_time"])
+    bench = json.loads((ROOT / "benchmarks" / "results" / "segmentation.json").read_text())
+    r, s = bench["reslab"], bench["smp"]
+    assert (f"{r['train_images_per_s']:.2f} vs {s['train_images_per_s']:.2f} images/s "
+            f"({bench['ratios']['train_speed_reslab_over_smp']:.2f}x)") in prose
+    assert f"test pixel error {r['pixel_err']:.2f} vs {s['pixel_err']:.2f} %" in prose
+    assert f"mean IoU {r['miou']:.4f} vs {s['miou']:.4f}" in prose
