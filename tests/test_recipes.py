@@ -108,8 +108,15 @@ FAST_CPU = {**SHORT_CPU, "epochs": 10, "ema_decay": 0.9}
 AUTO = {"momentum": 0.9, "nesterov": True, "weight_decay": 0.0005, "schedule": "onecycle", "label_smoothing": 0.1,
         "test_protocol": "center"}
 
+# segment's header: "AdamW at 1e-3 with a cosine decay, small batches of random tiles, flips, 90-degree
+# rotations and the U-Net paper's elastic deformation (sigma 10 px on a coarse 3x3 grid), per-pixel
+# cross-entropy"; per-channel normalisation (images of many sizes), 256-pixel tiles, 40 epochs.
+SEGMENT = {"epochs": 40, "batch_size": 4, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.0001,
+           "schedule": "cosine", "augment": "flip", "normalize": "per_channel", "crop_size": 256,
+           "elastic_sigma": 10.0, "seg_loss": "ce"}
+
 EXPECTED = {"paper_cifar10": PAPER_CIFAR10, "paper_imagenet": PAPER_IMAGENET, "short_cpu": SHORT_CPU,
-            "fast_cpu": FAST_CPU, "auto": AUTO}
+            "fast_cpu": FAST_CPU, "auto": AUTO, "segment": SEGMENT}
 
 
 def test_the_shipped_recipes_are_exactly_the_documented_ones():

@@ -60,10 +60,12 @@ def run_task(run_dir: str | Path) -> str:
     if not rundir.is_run_dir(run_dir):
         raise ReslabError(f"{run_dir} is not a run directory (no config.yaml and checkpoints/); give a directory "
                           "written by 'reslab train'")
-    model = rundir.read_config(run_dir).get("model")
-    if not isinstance(model, str) or not model:
-        raise ReslabError(f"{run_dir / rundir.CONFIG} names no model: it is empty or damaged; restore it from a copy")
-    return get_model_entry(model).task
+    saved = rundir.read_config(run_dir)
+    missing = [k for k in ("model", "data") if not saved.get(k)]
+    if missing or not isinstance(saved["model"], str):  # load_run's words for the same damage
+        raise ReslabError(f"{run_dir / rundir.CONFIG} names no {' or '.join(missing or ['model'])}: it is empty or "
+                          "damaged; restore it from a copy of the run")
+    return get_model_entry(saved["model"]).task
 
 
 def legal_tile(model: nn.Module, wanted: int) -> int:
