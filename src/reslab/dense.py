@@ -36,7 +36,7 @@ from .errors import ReslabError
 from .io import atomic_path, atomic_write_text
 from .models import get_model_entry
 from .plots import plot_segmentation
-from .predict import LoadedRun, image_path, load_run, run_split
+from .predict import LoadedRun, RunEvaluation, image_path, load_run, run_split
 from .segmetrics import (
     confusion_from_labels,
     dice_per_class,
@@ -47,7 +47,7 @@ from .segmetrics import (
 )
 from .tiling import predict_tiled
 
-__all__ = ["DenseResult", "DenseRunEvaluation", "MaskPrediction", "evaluate_dense", "evaluate_dense_run", "legal_tile",
+__all__ = ["DenseResult", "MaskPrediction", "evaluate_dense", "evaluate_dense_run", "legal_tile",
            "predict_masks", "run_task", "SAMPLE_ROWS"]
 
 SAMPLE_ROWS = 4
@@ -174,25 +174,10 @@ def evaluate_dense(model: nn.Module, data: MaskImages, *, normalizer: Normalizer
     return DenseResult(len(data), float(np.mean(losses)) if losses else math.nan, cm, rand, tile), rows
 
 
-@dataclass
-class DenseRunEvaluation:
-    """What :func:`evaluate_dense_run` measured, and where it wrote it."""
-
-    result: DenseResult
-    split: str
-    checkpoint: str
-    classes: list[str]
-    json_path: Path | None
-    plot_path: Path | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"split": self.split, "checkpoint": self.checkpoint, **self.result.to_dict(self.classes)}
-
-
 def evaluate_dense_run(run_dir: str | Path, *, split: str = "test", checkpoint: str = "best", data: str | None = None,
                        data_dir: str | None = None, splits: DatasetSplits | None = None,
                        device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None, write: bool = True,
-                       plot_name: str | None = None) -> DenseRunEvaluation:
+                       plot_name: str | None = None) -> RunEvaluation[DenseResult]:
     """Evaluate a segmentation run's checkpoint on a split of its data (or ``data``).
 
     Writes ``eval-{split}-tiled.json`` (pixel error, Rand error, IoU and Dice per class, the
@@ -214,7 +199,7 @@ def evaluate_dense_run(run_dir: str | Path, *, split: str = "test", checkpoint: 
     res, rows = evaluate_dense(run.model, images, normalizer=run.normalizer, num_classes=len(run.classes),
                                tile=legal_tile(run.model, run.crop_size), device=device, amp_dtype=amp_dtype,
                                loss=cfg.seg_loss, keep=SAMPLE_ROWS)
-    out = DenseRunEvaluation(res, split, run.checkpoint, list(run.classes), None, None)
+    out = RunEvaluation(res, split, run.checkpoint, list(run.classes), None, None)
     if write:
         out.json_path = run.run_dir / f"eval-{split}-tiled.json"
         atomic_write_text(out.json_path, json.dumps(out.to_dict(), indent=2))

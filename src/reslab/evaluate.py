@@ -29,7 +29,7 @@ from .io import atomic_write_text
 from .metrics import confusion_matrix, per_class_accuracy, topk_correct
 from .models.base import AuxOutput
 from .plots import plot_confusion_matrix
-from .predict import load_run, run_split
+from .predict import RunEvaluation, load_run, run_split
 
 __all__ = ["EvalResult", "RunEvaluation", "evaluate", "evaluate_run", "PROTOCOLS"]
 
@@ -194,26 +194,11 @@ def _collate_views(items):
     return [i[0] for i in items], torch.tensor([i[1] for i in items])
 
 
-@dataclass
-class RunEvaluation:
-    """What :func:`evaluate_run` measured, and where it wrote it."""
-
-    result: EvalResult
-    split: str
-    checkpoint: str
-    classes: list[str]
-    json_path: Path | None
-    plot_path: Path | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"split": self.split, "checkpoint": self.checkpoint, **self.result.to_dict(self.classes)}
-
-
 def evaluate_run(run_dir: str | Path, *, split: str = "test", protocol: str | None = None, checkpoint: str = "best",
                  data: str | None = None, data_dir: str | None = None, splits: DatasetSplits | None = None,
                  device: torch.device | str = "cpu", batch_size: int | None = None,
                  amp_dtype: torch.dtype | None = None, rank: int = 0, world_size: int = 1,
-                 plot_name: str | None = None) -> RunEvaluation:
+                 plot_name: str | None = None) -> RunEvaluation[EvalResult]:
     """Evaluate a run's checkpoint on its own data (or ``data``), under the paper's test protocols.
 
     Rank 0 writes ``eval-{split}-{protocol}.json`` (errors, loss, per-class accuracy, confusion

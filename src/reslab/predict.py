@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 from safetensors import safe_open
@@ -23,7 +23,7 @@ from .models import create_model
 from .models.weights import load_state_dict_checked, read_safetensors
 
 __all__ = ["LoadedRun", "load_run", "load_run_weights", "load_weights_file", "check_weights", "predict", "Prediction",
-           "image_path", "run_split"]
+           "image_path", "run_split", "RunEvaluation"]
 
 
 def check_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
@@ -123,6 +123,29 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     model.to(device).eval()
     return LoadedRun(run_dir, cfg, model, normalizer, classes, channels, tuple(size) if size else None,
                      int(meta.get("crop_size", 224)), used)
+
+
+class _Figures(Protocol):
+    def to_dict(self, classes: list[str]) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=_Figures)
+
+
+@dataclass
+class RunEvaluation(Generic[R]):
+    """What an evaluation of a run measured (``result``: a classification ``EvalResult`` or a
+    segmentation ``DenseResult``), and where it wrote it."""
+
+    result: R
+    split: str
+    checkpoint: str
+    classes: list[str]
+    json_path: Path | None
+    plot_path: Path | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "checkpoint": self.checkpoint, **self.result.to_dict(self.classes)}
 
 
 def run_split(run: LoadedRun, split: str, *, data: str | None = None, data_dir: str | None = None,

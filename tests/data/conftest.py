@@ -7,6 +7,15 @@ import threading
 import pytest
 
 
+def isolated_cache(tmp_path, monkeypatch):
+    """Point the reslab cache into ``tmp_path`` and keep the download tests off any real data or proxy."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("RESLAB_CACHE", str(path))
+    monkeypatch.delenv("RESLAB_DATA", raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    return path
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass

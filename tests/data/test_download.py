@@ -15,16 +15,14 @@ from reslab.data import download as dl
 from reslab.data import load_dataset, write_idx
 from reslab.errors import ReslabError
 
+from .conftest import isolated_cache
+
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
-    path = tmp_path / "cache"
-    monkeypatch.setenv("RESLAB_CACHE", str(path))
-    monkeypatch.delenv("RESLAB_DATA", raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    return path
+    return isolated_cache(tmp_path, monkeypatch)
 
 
 def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:

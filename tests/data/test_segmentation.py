@@ -19,6 +19,8 @@ from reslab.data import download as dl
 from reslab.data import segmentation as seg
 from reslab.errors import ReslabError
 
+from .conftest import isolated_cache
+
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 ISBI = SHARED / "isbi2012"
 PENNFUDAN = SHARED / "pennfudan.tar.gz"
@@ -28,11 +30,7 @@ needs_pennfudan = pytest.mark.skipif(not PENNFUDAN.is_file(), reason=f"{PENNFUDA
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
-    path = tmp_path / "cache"
-    monkeypatch.setenv("RESLAB_CACHE", str(path))
-    monkeypatch.delenv("RESLAB_DATA", raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    return path
+    return isolated_cache(tmp_path, monkeypatch)
 
 
 # --------------------------------------------------------------------------------------------
