@@ -84,6 +84,12 @@ def test_a_segmentation_run_records_pixel_error_rand_error_and_iou_from_one_conf
     report = (seg_run / "report.md").read_text()
     assert "Rand err" in report and "plots/segmentation-test.png" in report and "Our split differs" in report
     assert (seg_run / "plots" / "segmentation-test.png").is_file()
+    assert "plots/segmentation-val.png" in report  # the validation images drawn too, by the selected checkpoint
+    val = json.loads((seg_run / "eval-val-tiled.json").read_text())
+    assert val["n"] == 3 and val["checkpoint"] == test["checkpoint"]
+    # the best checkpoint evaluated on validation again gives the error it was selected by
+    assert test["checkpoint"] == "best"
+    assert val["pixel_err"] == pytest.approx(_records(seg_run, "end")[-1]["best_val_err"], abs=1e-9)
 
 
 def test_eval_cli_reproduces_the_runs_test_record(seg_run, capsys):

@@ -66,6 +66,10 @@ class SegmentTask:
     def test(self, run_dir: Path, splits: DatasetSplits, checkpoint: str, ev: EvalContext) -> dict[str, Any]:
         run = evaluate_dense_run(run_dir, split="test", checkpoint=checkpoint, splits=splits, device=ev.device,
                                  amp_dtype=ev.amp_dtype, write=ev.ctx.is_main)
+        if ev.ctx.is_main and splits.val is not None and len(splits.val):
+            # the validation images drawn beside the test images (eval-val-tiled.json, plots/segmentation-val.png)
+            evaluate_dense_run(run_dir, split="val", checkpoint=checkpoint, splits=splits, device=ev.device,
+                               amp_dtype=ev.amp_dtype)
         d = run.to_dict()
         d.pop("confusion")
         return {"event": "test", **d}
