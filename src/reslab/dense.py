@@ -31,11 +31,11 @@ from . import rundir
 from .data import DatasetSplits
 from .data.decode import open_image
 from .data.segmentation import MaskImages
-from .data.transforms import Normalizer
+from .data.transforms import Normalizer, pil_to_uint8
 from .errors import ReslabError
 from .io import atomic_path, atomic_write_text
 from .models import get_model_entry
-from .plots import plot_segmentation
+from .plots import class_colours, plot_segmentation
 from .predict import LoadedRun, RunEvaluation, image_path, load_run, run_split
 from .segmetrics import (
     confusion_from_labels,
@@ -120,13 +120,6 @@ class DenseResult:
                 "rand_err": self.rand_err, "miou": float(np.mean(present)) if present else None,
                 "mdice": float(np.mean(dice)) if dice else None, "iou": per_class(self.iou),
                 "dice": per_class(self.dice), "confusion": self.confusion.tolist()}
-
-
-def _channels_first(img: Any, channels: int) -> torch.Tensor:
-    """A PIL image -> uint8 (C, H, W)."""
-    a = np.asarray(img, dtype=np.uint8)
-    t = torch.from_numpy(a.copy())
-    return t[None] if channels == 1 else t.permute(2, 0, 1).contiguous()
 
 
 @torch.no_grad()
@@ -219,12 +212,6 @@ class MaskPrediction:
     """The share of the image's pixels given to each class."""
 
 
-def _palette(k: int) -> np.ndarray:
-    from .plots import colours
-
-    return np.asarray([(0.0, 0.0, 0.0), *colours(k - 1)][:k]) * 255.0
-
-
 @torch.no_grad()
 def predict_masks(run: LoadedRun, paths: list[str | Path] | tuple[str | Path, ...], out_dir: str | Path,
                   device: torch.device | str | None = None) -> list[MaskPrediction]:
@@ -253,7 +240,7 @@ def predict_masks(run: LoadedRun, paths: list[str | Path] | tuple[str | Path, ..
                           "into different --out folders")
     results = []
     for path in map(image_path, paths):
-        image = _channels_first(open_image(str(path), "L" if run.channels == 1 else "RGB"), run.channels)
+        image = pil_to_uint8(open_image(str(path), "L" if run.channels == 1 else "RGB"))
         logits = _logits(run.model, image, run.normalizer, k, tile, device, None)
         pred = logits.argmax(0).to(torch.uint8).cpu().numpy()
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -261,7 +248,7 @@ def predict_masks(run: LoadedRun, paths: list[str | Path] | tuple[str | Path, ..
         levels = pred * 255 if k == 2 else pred
         rgb = image.permute(1, 2, 0).numpy().astype(np.float64)
         rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb
-        colour = _palette(k)[pred]
+        colour = np.asarray(class_colours(k))[pred] * 255.0
         tint = np.where((pred > 0)[..., None], 0.55 * rgb + 0.45 * colour, rgb)
         with atomic_path(mask_path) as tmp:
             Image.fromarray(levels.astype(np.uint8), mode="L").save(tmp, format="PNG")

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # matplotlib is imported inside the functions that draw
 
 __all__ = [
     "new_figure", "save_png", "colours", "plot_error_curves", "plot_side_by_side", "plot_confusion_matrix",
-    "plot_error_vs_depth", "plot_responses", "plot_lr_find", "plot_segmentation",
+    "plot_error_vs_depth", "plot_responses", "plot_lr_find", "plot_segmentation", "class_colours",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -60,6 +60,11 @@ def colours(n: int) -> list[tuple[float, float, float]]:
     # tab10 and tab20 are ListedColormaps of RGB triples, but matplotlib types colormaps[...] as a Colormap (no .colors)
     palette = list(colormaps["tab10"].colors if n <= 10 else colormaps["tab20"].colors)  # type: ignore[attr-defined]
     return [palette[i % len(palette)] for i in range(n)]
+
+
+def class_colours(k: int) -> list[tuple[float, float, float]]:
+    """The colours of ``k`` segmentation classes: black for class 0 (background), then :func:`colours`."""
+    return [(0.0, 0.0, 0.0), *colours(max(k, 2) - 1)][:max(k, 2)]
 
 
 def _num(v: Any) -> float | int | None:
@@ -424,7 +429,7 @@ def plot_segmentation(rows: Sequence[tuple[Any, Any, Any, str]], classes: Sequen
     if not rows:
         raise ReslabError("no images to draw")
     k = max(len(classes), 2)
-    cmap = ListedColormap([(0.0, 0.0, 0.0), *colours(k - 1)][:k])
+    cmap = ListedColormap(class_colours(k))
     fig = new_figure((9.0, 2.35 * len(rows) + (0.6 if title else 0.3)))
     axes = fig.subplots(len(rows), 4, squeeze=False)
     for r, (image, truth, pred, caption) in enumerate(rows):
