@@ -119,7 +119,9 @@ class RunConfig:
     seed: int = _f(0, "random seed (initialisation, split, batch order, augmentation)")
     deterministic: bool = _f(False, "deterministic kernels (slower)")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N", runtime=True)
-    amp: bool = _f(True, "mixed precision where the device has it")
+    amp: Literal["auto", "bf16", "fp16", "fp32"] = _f(
+        "auto", "precision: auto is bf16 autocast on GPUs and on CPUs with native bf16 (AMX), fp32 elsewhere; "
+                "bf16 or fp16 (GPU) forces autocast; fp32 turns it off")
     channels_last: bool = _f(False, "channels-last memory format")
     compile: bool = _f(False, "torch.compile the model")
     sync_bn: bool = _f(False, "under torchrun: BN statistics over the global batch")
@@ -183,7 +185,7 @@ class RunConfig:
                 raise ReslabError(message)
         choices = {f.name: f.type for f in dataclasses.fields(self)}
         for key in ("schedule", "milestone_unit", "augment", "normalize", "test_protocol", "optimizer", "auto_augment",
-                    "seg_loss"):
+                    "seg_loss", "amp"):
             allowed = _literal_values(choices[key])
             if getattr(self, key) not in allowed:
                 raise ReslabError(f"{key} must be one of {', '.join(allowed)}; got {getattr(self, key)!r}")
@@ -254,6 +256,8 @@ def _upgrade(values: dict[str, Any]) -> dict[str, Any]:
         if key in values:
             for new, value in translate(values.pop(key)).items():
                 values.setdefault(new, value)
+    if isinstance(values.get("amp"), bool):  # amp was true/false before precision choices
+        values["amp"] = "auto" if values["amp"] else "fp32"
     return values
 
 
@@ -285,7 +289,7 @@ def make_config(base: dict[str, Any] | None = None, recipe: str | None = None, *
         values = {**base, **load_recipe(recipe), "recipe": recipe}
     else:
         values = {**(load_recipe(base["recipe"]) if base.get("recipe") else {}), **base}
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = _upgrade({k: v for k, v in overrides.items() if v is not None})
     check_keys(given, "the overrides")
     values.update(given)
     try:

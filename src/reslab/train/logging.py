@@ -18,6 +18,7 @@ import torch
 from .. import rundir
 from .._version import __version__
 from ..config import RunConfig
+from ..precision import Precision
 from .distributed import DistContext
 
 __all__ = ["MetricsWriter", "Progress", "env_info", "log_stream"]
@@ -112,14 +113,18 @@ def _git_commit() -> str | None:
         return None
 
 
-def env_info(device: torch.device, cfg: RunConfig, ctx: DistContext, params: int) -> dict[str, Any]:
-    """What ``env.json`` records: versions, device, threads, processes, seed, git commit."""
+def env_info(device: torch.device, cfg: RunConfig, ctx: DistContext, params: int,
+             precision: Precision | None = None) -> dict[str, Any]:
+    """What ``env.json`` records: versions, device, threads, processes, seed, git commit, and the
+    precision ``amp`` resolved to here (with why)."""
     info = {
         "reslab": __version__, "torch": torch.__version__, "python": platform.python_version(),
         "platform": platform.platform(), "device": str(device), "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(), "world_size": ctx.world_size, "seed": cfg.seed,
         "deterministic": cfg.deterministic, "git_commit": _git_commit(), "params": params,
     }
+    if precision is not None:
+        info["precision"], info["precision_reason"] = precision.name, precision.reason
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

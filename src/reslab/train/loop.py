@@ -33,13 +33,14 @@ from ..data.segmentation import MaskImages
 from ..errors import ReslabError
 from ..io import atomic_write_text
 from ..models import check_model_size, create_model, get_model_entry
+from ..precision import resolve_precision
 from .auto import adopt_auto, resolve_auto
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .classify import ClassifyTask
 from .distributed import DistContext, init_distributed, resolve_device
 from .init import init_weights
 from .logging import MetricsWriter, Progress, env_info
-from .pipeline import amp_dtype_for, build_pipeline, make_optimizer, save_preprocess, seed_everything, wrap_model
+from .pipeline import build_pipeline, make_optimizer, save_preprocess, seed_everything, wrap_model
 from .schedule import LRSchedule
 from .segment import SegmentTask
 from .stats import all_reduce_stats, empty_stats, merge_stats
@@ -273,7 +274,10 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
     # EMA of the unwrapped model's parameters and BN buffers, updated after every optimizer step
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
            if cfg.ema_decay is not None else None)
-    amp_dtype = amp_dtype_for(cfg, device)
+    precision = resolve_precision(cfg.amp, device)
+    amp_dtype = precision.dtype
+    if ctx.is_main:
+        Progress(False, 0).print(f"precision: {precision.reason}")
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
@@ -301,7 +305,7 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
         # a run saved with N processes resumes with M: batches are global, so nothing else changes
     if ctx.is_main:
         atomic_write_text(run_dir / rundir.CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        atomic_write_text(run_dir / rundir.ENV, json.dumps(env_info(device, cfg, ctx, params), indent=2))
+        atomic_write_text(run_dir / rundir.ENV, json.dumps(env_info(device, cfg, ctx, params, precision), indent=2))
         save_preprocess(run_dir, normalizer, splits, cfg)
         atomic_write_text(run_dir / rundir.CLASSES, json.dumps(list(splits.classes)))
         if not resume:

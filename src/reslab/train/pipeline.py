@@ -25,6 +25,7 @@ from ..data.transforms import Normalizer, ResizeCenterCrop, ScaleAugment, resize
 from ..dense import legal_tile
 from ..errors import ReslabError
 from ..io import atomic_path
+from ..precision import resolve_precision
 from ..segmetrics import unet_weight_map
 from .distributed import DistContext, convert_sync_batchnorm
 
@@ -136,10 +137,8 @@ def save_preprocess(run_dir: Path, normalizer: Normalizer, splits: DatasetSplits
 
 
 def amp_dtype_for(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: bf16 (or fp16 where bf16 is missing) on GPUs with ``amp``; None (fp32) otherwise."""
-    if device.type == "cuda" and cfg.amp:
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
+    """Autocast dtype for ``cfg.amp`` on ``device`` (see :func:`reslab.precision.resolve_precision`)."""
+    return resolve_precision(cfg.amp, device).dtype
 
 
 def wrap_model(model: nn.Module, cfg: RunConfig, device: torch.device, ctx: DistContext) -> tuple[nn.Module, nn.Module]:
