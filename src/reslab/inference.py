@@ -133,15 +133,16 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
-def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, Folding]:
-    """A copy of ``model`` (eval mode) with each batch norm that directly follows a convolution
-    folded into it and replaced by ``nn.Identity``; ``example`` is one input the model takes.
+def fold_batchnorm(model: nn.Module, example: torch.Tensor, *, inplace: bool = False) -> tuple[nn.Module, Folding]:
+    """A copy of ``model`` (eval mode; ``model`` itself with ``inplace``) with each batch norm that
+    directly follows a convolution folded into it and replaced by ``nn.Identity``; ``example`` is
+    one input the model takes.
 
     A pair is folded only when, in one forward pass over ``example``, the batch norm's input is the
     convolution's output tensor, no other op reads that tensor, and both modules run once: so the
     pre-activation nets (BN before conv) and DenseNet's concatenations keep their batch norms.
     """
-    folded = copy.deepcopy(model).eval()
+    folded = (model if inplace else copy.deepcopy(model)).eval()
     pairs, kept = _trace_pairs(folded, example)
     for conv_name, bn_name in pairs:
         conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)
