@@ -32,9 +32,11 @@ from .demo import run_demo
 from .dense import evaluate_dense_run, predict_masks, run_task
 from .errors import ReslabError
 from .evaluate import evaluate_run
+from .export import DEFAULT_CHECK_IMAGES, FORMATS, export_run
 from .models import check_model_size, create_model, get_model_entry, list_models, model_info
-from .predict import load_run, predict
+from .predict import check_runtime, load_run, predict
 from .report import render_comparison, render_run_report
+from .runtimes import DEFAULT_OPSET, RUNTIMES
 from .train import TrainingInterrupted, fit
 from .train.distributed import init_distributed, resolve_device
 
@@ -291,23 +293,42 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, metavar="DIR", help="where the dataset's files are (default: the run's)")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per forward pass (default: 256)")
+    _runtime_arg(p)
+
+
+def _runtime_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", default="torch", metavar="RUNTIME",
+                   help=f"classification runs: torch (eager) or {' or '.join(RUNTIMES)} on the CPU, the model exported to a "
+                        "temporary ONNX file (pip install 'reslab[export]') (default: torch)")
+
+
+def _runtime_device(args: argparse.Namespace) -> str:
+    """The device for ``--runtime``: a runtime other than torch runs on the CPU (``auto`` means it)."""
+    check_runtime(args.runtime)
+    if args.runtime != "torch" and args.device == "auto":
+        return "cpu"
+    return args.device
 
 
 @command("eval", "evaluate a trained run: top-1/top-5 error, per-class accuracy, confusion matrix; for a segmentation "
                  "run pixel error, Rand error, IoU and Dice", _eval_args)
 def cmd_eval(args: argparse.Namespace) -> int:
     if run_task(args.run_dir) == "segment":
+        if args.runtime != "torch":
+            raise ReslabError(f"--runtime {args.runtime} runs classification runs; {args.run_dir} is a segmentation run: "
+                              "drop --runtime")
         return _eval_segmentation(args)
-    device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
+    device = resolve_device(_runtime_device(args), int(os.environ.get("LOCAL_RANK", "0")))
     ctx = init_distributed(device)  # under torchrun each rank evaluates a disjoint shard
     ev = evaluate_run(args.run_dir, split=args.split, protocol=args.protocol, checkpoint=args.checkpoint,
                       data=args.data, data_dir=args.data_dir, device=device, batch_size=args.batch_size,
-                      rank=ctx.rank, world_size=ctx.world_size)
+                      rank=ctx.rank, world_size=ctx.world_size, runtime=args.runtime)
     if ctx.is_main:
         res = ev.result
         acc = ev.to_dict()["per_class_acc"]
         print(format_table(["class", "accuracy %"], [[c, f"{a:.2f}" if a is not None else "-"] for c, a in acc.items()]))
-        print(f"{ev.split} ({res.protocol}, {ev.checkpoint} checkpoint, {res.n} images): "
+        ran = f", {args.runtime}" if args.runtime != "torch" else ""
+        print(f"{ev.split} ({res.protocol}, {ev.checkpoint} checkpoint{ran}, {res.n} images): "
               f"top-1 error {res.top1_err:.2f}%  top-5 error {res.top5_err:.2f}%  loss {res.loss:.4f}")
         print(f"wrote {ev.json_path}")
     return 0
@@ -344,11 +365,15 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
                         "(any image size; default: masks/)")
     p.add_argument("--checkpoint", default="best", metavar="CKPT", help="best, last or a .safetensors path (default: best)")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: auto)")
+    _runtime_arg(p)
 
 
 @command("predict", "top-k classes with probabilities for image files; masks for a segmentation run", _predict_args)
 def cmd_predict(args: argparse.Namespace) -> int:
     if run_task(args.run_dir) == "segment":
+        if args.runtime != "torch":
+            raise ReslabError(f"--runtime {args.runtime} runs classification runs; {args.run_dir} is a segmentation run: "
+                              "drop --runtime")
         if args.topk is not None:
             raise ReslabError(f"--topk applies to classification runs; {args.run_dir} is a segmentation run, whose "
                               "predictions are masks: drop --topk (give --out DIR for where they go)")
@@ -363,10 +388,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
     topk = 5 if args.topk is None else args.topk
     if topk < 1:
         raise ReslabError(f"--topk must be at least 1, got {topk}")
-    for pred in predict(load_run(args.run_dir, args.checkpoint, resolve_device(args.device)), args.images, topk):
+    run = load_run(args.run_dir, args.checkpoint, resolve_device(_runtime_device(args)), runtime=args.runtime)
+    for pred in predict(run, args.images, topk):
         print(pred.path)
         for cls, prob in pred.top:
             print(f"  {prob * 100:6.2f}%  {cls}")
+    return 0
+
+
+# -- reslab export --------------------------------------------------------------------------------
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a classification run directory written by 'reslab train'")
+    p.add_argument("--format", default="onnx", metavar="FORMAT",
+                   help=f"{', '.join(FORMATS)} (default: onnx)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="the file to write; its preprocessing and class names also go to FILE.json beside it (required, no default)")
+    p.add_argument("--checkpoint", default="best", metavar="CKPT", help="best, last or a .safetensors path (default: best)")
+    p.add_argument("--int8", action="store_true",
+                   help="onnx: write the model quantised to int8 (ONNX Runtime static, calibrated on training images) and "
+                        "report its accuracy change (default: float32)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N", help=f"onnx: the ONNX opset (default: {DEFAULT_OPSET})")
+    p.add_argument("--check-images", type=int, default=DEFAULT_CHECK_IMAGES, metavar="N",
+                   help=f"test images of the run's data the exported file is checked on against eager PyTorch "
+                        f"(default: {DEFAULT_CHECK_IMAGES})")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="where the run's dataset is (default: the run's)")
+
+
+@command("export", "write a run's model as ONNX, TorchScript or a torch.export program, checked against eager PyTorch",
+         _export_args)
+def cmd_export(args: argparse.Namespace) -> int:
+    print(export_run(args.run_dir, format=args.format, out=args.out, checkpoint=args.checkpoint, int8=args.int8,
+                     check_images=args.check_images, opset=args.opset, data_dir=args.data_dir).summary())
     return 0
 
 

@@ -29,7 +29,7 @@ from .io import atomic_write_text
 from .metrics import confusion_matrix, per_class_accuracy, topk_correct
 from .models.base import AuxOutput
 from .plots import plot_confusion_matrix
-from .predict import RunEvaluation, load_run, run_split
+from .predict import RunEvaluation, check_runtime, load_run, run_split, with_runtime
 
 __all__ = ["EvalResult", "RunEvaluation", "evaluate", "evaluate_run", "PROTOCOLS"]
 
@@ -198,7 +198,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", protocol: str | No
                  data: str | None = None, data_dir: str | None = None, splits: DatasetSplits | None = None,
                  device: torch.device | str = "cpu", batch_size: int | None = None,
                  amp_dtype: torch.dtype | None = None, rank: int = 0, world_size: int = 1,
-                 plot_name: str | None = None) -> RunEvaluation[EvalResult]:
+                 plot_name: str | None = None, runtime: str = "torch") -> RunEvaluation[EvalResult]:
     """Evaluate a run's checkpoint on its own data (or ``data``), under the paper's test protocols.
 
     Rank 0 writes ``eval-{split}-{protocol}.json`` (errors, loss, per-class accuracy, confusion
@@ -213,6 +213,9 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", protocol: str | No
         data: a dataset name to evaluate on instead of the run's (class names must match).
         splits: already-loaded splits (skips loading; ``fit`` passes its own).
         plot_name: the confusion plot's file name in ``plots/`` (default ``confusion-{split}-{protocol}.png``).
+        runtime: ``torch`` (eager), or ``onnxruntime`` / ``openvino`` on the CPU: the model exported to a
+            temporary ONNX file (:func:`reslab.predict.with_runtime`); the files written get ``-{runtime}``
+            before their extension, beside the eager model's.
     """
     if split not in ("test", "val"):
         raise ReslabError(f"split must be test or val, got {split!r}")
@@ -221,18 +224,25 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", protocol: str | No
     if run_task(run_dir) == "segment":
         raise ReslabError(f"{run_dir} is a segmentation run; evaluate it with reslab.evaluate_dense_run ('reslab eval' "
                           "chooses by itself): pixel error, Rand error, IoU and Dice")
+    check_runtime(runtime, device)
     run = load_run(run_dir, checkpoint, device)
     cfg = run.config
     _, images = run_split(run, split, data=data, data_dir=data_dir, splits=splits)
     protocol = protocol or cfg.test_protocol
+    if runtime != "torch":
+        if protocol == "multiscale":
+            raise ReslabError(f"--runtime {runtime} runs the model at its exported input size; the multiscale protocol "
+                              "needs other sizes: use --protocol center or 10crop, or --runtime torch")
+        run = with_runtime(run, runtime)
+    tag = "" if runtime == "torch" else f"-{runtime}"
     res = evaluate(run.model, images, normalizer=run.normalizer, num_classes=len(run.classes), protocol=protocol,
                    batch_size=batch_size or max(cfg.batch_size, 256), device=device, pad=cfg.pad,
                    crop_size=cfg.crop_size, scales=cfg.test_scales or None, channels_last=cfg.channels_last,
                    amp_dtype=amp_dtype, num_workers=cfg.num_workers, rank=rank, world_size=world_size)
-    out = RunEvaluation(res, split, run.checkpoint, list(run.classes), None, None)
+    out = RunEvaluation(res, split, run.checkpoint, list(run.classes), None, None, runtime)
     if rank == 0:
-        out.json_path = run.run_dir / f"eval-{split}-{res.protocol}.json"
+        out.json_path = run.run_dir / f"eval-{split}-{res.protocol}{tag}.json"
         atomic_write_text(out.json_path, json.dumps(out.to_dict(), indent=2))
-        out.plot_path = run.run_dir / rundir.PLOTS / (plot_name or f"confusion-{split}-{res.protocol}.png")
+        out.plot_path = run.run_dir / rundir.PLOTS / (plot_name or f"confusion-{split}-{res.protocol}{tag}.png")
         plot_confusion_matrix(res.confusion, list(run.classes), out.plot_path)
     return out

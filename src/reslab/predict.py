@@ -3,7 +3,9 @@ preprocessing), and ``predict`` for image files."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +21,13 @@ from .data import DatasetSplits, load_dataset
 from .data.decode import open_image
 from .data.transforms import Normalizer, ResizeCenterCrop, resize_short_side_ratio
 from .errors import ReslabError
-from .models import create_model
+from .models import create_model, get_model_entry
 from .models.weights import load_state_dict_checked, read_safetensors
+from .runtimes import RUNTIMES, export_onnx, load_runtime, require_runtime
 
 __all__ = ["LoadedRun", "load_run", "load_run_weights", "load_weights_file", "check_weights", "predict", "Prediction",
-           "image_path", "run_split", "RunEvaluation"]
+           "image_path", "run_split", "RunEvaluation", "with_runtime",
+           "check_runtime"]
 
 
 def check_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
@@ -81,6 +85,13 @@ class LoadedRun:
     image_size: tuple[int, int] | None
     crop_size: int
     checkpoint: str
+    runtime: str = "torch"
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(C, H, W) of what :meth:`preprocess` gives, the input the network sees."""
+        h, w = self.image_size if self.image_size is not None else (self.crop_size, self.crop_size)
+        return self.channels, h, w
 
     def preprocess(self, img) -> torch.Tensor:
         """A PIL image -> the uint8 (C, H, W) tensor the network was trained on."""
@@ -93,9 +104,12 @@ class LoadedRun:
         return ResizeCenterCrop(resize_short_side_ratio(self.crop_size), self.crop_size)(img)
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu",
+             runtime: str = "torch") -> LoadedRun:
     """The model of a run directory with its ``best`` (default; ``last`` when there is none yet) or
-    ``last`` weights, or a ``.safetensors`` path given as ``checkpoint``."""
+    ``last`` weights, or a ``.safetensors`` path given as ``checkpoint``; run by ``runtime``
+    (``torch``, or one of :data:`reslab.runtimes.RUNTIMES` on the CPU: see :func:`with_runtime`)."""
+    check_runtime(runtime, device)
     run_dir = Path(run_dir)
     if not rundir.is_run_dir(run_dir):
         raise ReslabError(f"{run_dir} is not a run directory (no config.yaml and checkpoints/); give a directory written by 'reslab train'")
@@ -121,8 +135,39 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
             used = "last"
         load_run_weights(run_dir, used, model)
     model.to(device).eval()
-    return LoadedRun(run_dir, cfg, model, normalizer, classes, channels, tuple(size) if size else None,
-                     int(meta.get("crop_size", 224)), used)
+    run = LoadedRun(run_dir, cfg, model, normalizer, classes, channels, tuple(size) if size else None,
+                    int(meta.get("crop_size", 224)), used)
+    return with_runtime(run, runtime)
+
+
+def check_runtime(runtime: str, device: str | torch.device = "cpu") -> None:
+    """Refuse an unknown runtime, one that is not installed (naming the pip command), or a runtime
+    other than ``torch`` on another device than the CPU."""
+    if runtime not in ("torch", *RUNTIMES):
+        raise ReslabError(f"unknown runtime {runtime!r}; choose one of torch, {', '.join(RUNTIMES)}")
+    if runtime == "torch":
+        return
+    for pkg in (runtime, "onnx", "onnxscript"):
+        require_runtime(pkg)
+    if torch.device(device).type != "cpu":
+        raise ReslabError(f"--runtime {runtime} runs on the CPU; drop --device {device} or use --runtime torch")
+
+
+def with_runtime(run: LoadedRun, runtime: str, *, threads: int | None = None) -> LoadedRun:
+    """``run`` with its model run by ``runtime`` (``torch``: unchanged): the model is exported to a
+    temporary ONNX file (nothing is written into the run directory), loaded by the runtime, and the
+    file removed. The runtime module is called like the eager model (float32 NCHW in, logits out) at
+    the run's input size. Classification runs only."""
+    check_runtime(runtime)
+    if runtime == "torch" or run.runtime == runtime:
+        return run
+    if getattr(get_model_entry(run.config.model), "task", "classify") != "classify":
+        raise ReslabError(f"{run.run_dir} is a segmentation run; --runtime {runtime} runs classification runs: "
+                          "use --runtime torch")
+    with tempfile.TemporaryDirectory(prefix="reslab-runtime-") as tmp:
+        path = export_onnx(run.model, Path(tmp) / "model.onnx", input_shape=(1, *run.input_size))
+        module = load_runtime(runtime, path, threads=threads)
+    return dataclasses.replace(run, model=module, runtime=runtime)
 
 
 class _Figures(Protocol):
@@ -143,9 +188,11 @@ class RunEvaluation(Generic[R]):
     classes: list[str]
     json_path: Path | None
     plot_path: Path | None
+    runtime: str = "torch"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"split": self.split, "checkpoint": self.checkpoint, **self.result.to_dict(self.classes)}
+        ran = {"runtime": self.runtime} if self.runtime != "torch" else {}
+        return {"split": self.split, "checkpoint": self.checkpoint, **ran, **self.result.to_dict(self.classes)}
 
 
 def run_split(run: LoadedRun, split: str, *, data: str | None = None, data_dir: str | None = None,
@@ -191,7 +238,8 @@ class Prediction:
 @torch.no_grad()
 def predict(run: LoadedRun, paths: Sequence[str | Path], topk: int = 5) -> list[Prediction]:
     """Top-k classes with probabilities for each image file (any format PIL reads)."""
-    device = next(run.model.parameters()).device
+    param = next(run.model.parameters(), None)  # a runtime module (see with_runtime) has none: CPU
+    device = param.device if param is not None else torch.device("cpu")
     norm = run.normalizer.to(device)
     out = []
     for p in map(image_path, paths):
