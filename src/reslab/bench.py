@@ -107,7 +107,7 @@ class BenchReport:
                      "agree %"]
         body = []
         for r in self.rows:
-            row = [r.path, r.batch, f"{r.images_per_s:,.1f}", f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}", f"{r.gflops:.1f}",
+            row: list[str] = [r.path, str(r.batch), f"{r.images_per_s:,.1f}", f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}", f"{r.gflops:.1f}",
                    f"{100 * r.peak_share:.0f}", f"{r.speedup:.2f}x"]
             if self.accuracy:
                 a = self.accuracy.get(r.path, {})
@@ -247,7 +247,8 @@ def bench(target: str | Path, *, batches: Sequence[int] = (1, 16), paths: Sequen
     fp32_peak = matmul_gflops(torch.float32, n=1024, seconds=1.0)
     bf16 = cpu_bf16()
     bf16_peak = matmul_gflops(torch.bfloat16, n=1024, seconds=1.0) if bf16.native else None
-    report = BenchReport(str(target), name, tuple(input_size), macs, "eager", threads, _cpu_name(), fp32_peak,
+    c, h, w = input_size
+    report = BenchReport(str(target), name, (c, h, w), macs, "eager", threads, _cpu_name(), fp32_peak,
                          bf16_peak, bf16.reason)
     example = x_eval[:max(batches)] if len(x_eval) >= max(batches) else x_eval.repeat(
         -(-max(batches) // len(x_eval)), 1, 1, 1)[:max(batches)]
