@@ -248,9 +248,10 @@ class _Calibration:
 
 def quantize_onnx_int8(onnx_path: str | Path, out_path: str | Path, calibration: torch.Tensor) -> Path:
     """Static int8 quantisation of an ONNX file with ONNX Runtime (``quantize_static``): QDQ format,
-    per-channel int8 weights, int8 activations with MinMax ranges calibrated on ``calibration``
-    (preprocessed float32 NCHW images, e.g. a few hundred training images). The input file's
-    metadata is carried over; ``out_path`` is written atomically.
+    per-channel signed int8 weights, unsigned int8 activations (x86's U8S8 scheme, which OpenVINO
+    also compiles; OpenVINO 2026.4 refuses this graph with signed activations) with MinMax ranges
+    calibrated on ``calibration`` (preprocessed float32 NCHW images, e.g. a few hundred training
+    images). The input file's metadata is carried over; ``out_path`` is written atomically.
     """
     require_runtime("onnxruntime")
     onnx = require_runtime("onnx")
@@ -264,13 +265,13 @@ def quantize_onnx_int8(onnx_path: str | Path, out_path: str | Path, calibration:
     with atomic_path(out_path) as tmp, _quiet("onnxruntime", "root"):
         try:
             quantize_static(src, str(tmp), _Calibration(src.graph.input[0].name, calibration),
-                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
         except Exception as e:
             raise ReslabError(f"int8 quantisation of {onnx_path} failed: {type(e).__name__}: {_first_line(e)}") from None
         q = onnx.load(str(tmp))
         del q.metadata_props[:]
-        for k, v in {**meta, "quantization": "int8 static QDQ, per-channel weights (ONNX Runtime)"}.items():
+        for k, v in {**meta, "quantization": "int8 static QDQ: per-channel int8 weights, uint8 activations (ONNX Runtime)"}.items():
             q.metadata_props.add(key=k, value=v)
         onnx.save(q, str(tmp))
     return out_path
