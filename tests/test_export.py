@@ -364,6 +364,21 @@ def test_a_parity_failure_writes_nothing(run_dir, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_without_the_runs_data_random_images_stand_in_and_int8_is_refused(run_dir, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(run_dir, moved)
+    cfg = yaml.safe_load((moved / "config.yaml").read_text())
+    cfg["data"] = f"imagefolder:{tmp_path / 'gone'}"
+    (moved / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ReslabError, match=r"--int8 calibrates on the run's training images .* give --data-dir"):
+        export_run(moved, format="onnx", out=tmp_path / "out" / "q.onnx", int8=True)
+    r = export_run(moved, format="exported-program", out=tmp_path / "out" / "m.pt2", check_images=8)
+    p = r.parity
+    assert p.source.startswith("random images (the run's data is not available here: ") and "gone" in p.source
+    assert p.images == 8 and p.eager_acc is None and p.max_abs_diff <= 1e-5 * p.logit_scale
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["m.pt2", "m.pt2.json"]
+
+
 # -- every registered classifier -------------------------------------------------------------------------------------------
 CLASSIFIERS = [n for n in list_models() if get_model_entry(n).task == "classify"]
 # The dynamo exporter traces a model in 1-25 s on this 2-core CPU (ResNet-1202: 85 s); the whole registry takes
