@@ -3,10 +3,12 @@
 import json
 
 import pytest
+import torch
 from PIL import Image
 
 from reslab.cli import main
 from reslab.config import load_recipe
+from reslab.precision import resolve_precision
 
 FAST = ["--data", "embedded", "--iterations", "6", "--batch-size", "32", "--set", "val_size=200",
         "--no-progress", "--set", "tensorboard=false"]
@@ -31,7 +33,9 @@ def test_eval_protocols(run, capsys):
     for protocol in ("center", "10crop", "multiscale"):
         assert main(["eval", str(run), "--protocol", protocol, "--device", "cpu"]) == 0
         out = capsys.readouterr().out
-        assert f"test ({protocol}, best checkpoint, 1500 images)" in out and "Ankle boot" in out
+        # --amp auto: bf16 autocast on CPUs with native bf16, fp32 elsewhere; the line says which
+        precision = resolve_precision("auto", torch.device("cpu")).name
+        assert f"test ({protocol}, best checkpoint, {precision}, 1500 images)" in out and "Ankle boot" in out
         report = json.loads((run / f"eval-test-{protocol}.json").read_text())
         assert report["n"] == 1500 and 0 <= report["top1_err"] <= 100 and len(report["per_class_acc"]) == 10
         assert (run / "plots" / f"confusion-test-{protocol}.png").is_file()

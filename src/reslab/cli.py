@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from . import bench as bench_mod
 from . import experiments, rundir
 from ._table import format_table
 from ._version import __version__
@@ -34,6 +35,7 @@ from .errors import ReslabError
 from .evaluate import evaluate_run
 from .export import DEFAULT_CHECK_IMAGES, FORMATS, export_run
 from .models import check_model_size, create_model, get_model_entry, list_models, model_info
+from .precision import PRECISIONS, resolve_precision
 from .predict import check_runtime, load_run, predict
 from .report import render_comparison, render_run_report
 from .runtimes import DEFAULT_OPSET, RUNTIMES
@@ -294,6 +296,13 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per forward pass (default: 256)")
     _runtime_arg(p)
+    _amp_arg(p)
+
+
+def _amp_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--amp", default="auto", choices=PRECISIONS,
+                   help="precision of the eager model: auto is bf16 autocast on GPUs and on CPUs with native bf16 "
+                        "(AMX), fp32 elsewhere (default: auto)")
 
 
 def _runtime_arg(p: argparse.ArgumentParser) -> None:
@@ -320,14 +329,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _eval_segmentation(args)
     device = resolve_device(_runtime_device(args), int(os.environ.get("LOCAL_RANK", "0")))
     ctx = init_distributed(device)  # under torchrun each rank evaluates a disjoint shard
+    precision = resolve_precision(args.amp if args.runtime == "torch" else "fp32", device)
     ev = evaluate_run(args.run_dir, split=args.split, protocol=args.protocol, checkpoint=args.checkpoint,
                       data=args.data, data_dir=args.data_dir, device=device, batch_size=args.batch_size,
-                      rank=ctx.rank, world_size=ctx.world_size, runtime=args.runtime)
+                      rank=ctx.rank, world_size=ctx.world_size, runtime=args.runtime, amp_dtype=precision.dtype)
     if ctx.is_main:
         res = ev.result
         acc = ev.to_dict()["per_class_acc"]
         print(format_table(["class", "accuracy %"], [[c, f"{a:.2f}" if a is not None else "-"] for c, a in acc.items()]))
-        ran = f", {args.runtime}" if args.runtime != "torch" else ""
+        ran = f", {args.runtime}" if args.runtime != "torch" else f", {precision.name}"
         print(f"{ev.split} ({res.protocol}, {ev.checkpoint} checkpoint{ran}, {res.n} images): "
               f"top-1 error {res.top1_err:.2f}%  top-5 error {res.top5_err:.2f}%  loss {res.loss:.4f}")
         print(f"wrote {ev.json_path}")
@@ -338,8 +348,9 @@ def _eval_segmentation(args: argparse.Namespace) -> int:
     if args.protocol is not None:
         raise ReslabError(f"--protocol {args.protocol} is a classification test protocol; {args.run_dir} is a "
                           "segmentation run, evaluated whole by overlap-tile inference: drop --protocol")
+    device = resolve_device(args.device)
     ev = evaluate_dense_run(args.run_dir, split=args.split, checkpoint=args.checkpoint, data=args.data,
-                            data_dir=args.data_dir, device=resolve_device(args.device))
+                            data_dir=args.data_dir, device=device, amp_dtype=resolve_precision(args.amp, device).dtype)
     d = ev.to_dict()
     print(format_table(["class", "IoU", "Dice"], [[c, _fixed(d["iou"][c]), _fixed(d["dice"][c])] for c in ev.classes],
                        align="lrr"))
@@ -366,6 +377,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default="best", metavar="CKPT", help="best, last or a .safetensors path (default: best)")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: auto)")
     _runtime_arg(p)
+    _amp_arg(p)
 
 
 @command("predict", "top-k classes with probabilities for image files; masks for a segmentation run", _predict_args)
@@ -389,7 +401,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if topk < 1:
         raise ReslabError(f"--topk must be at least 1, got {topk}")
     run = load_run(args.run_dir, args.checkpoint, resolve_device(_runtime_device(args)), runtime=args.runtime)
-    for pred in predict(run, args.images, topk):
+    for pred in predict(run, args.images, topk, amp=args.amp):
         print(pred.path)
         for cls, prob in pred.top:
             print(f"  {prob * 100:6.2f}%  {cls}")
@@ -419,6 +431,45 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     print(export_run(args.run_dir, format=args.format, out=args.out, checkpoint=args.checkpoint, int8=args.int8,
                      check_images=args.check_images, opset=args.opset, data_dir=args.data_dir).summary())
+    return 0
+
+
+# -- reslab bench ---------------------------------------------------------------------------------
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", help="a registered model name (random weights) or a run directory (its weights and "
+                                  "real test images, for top-1 error and agreement)")
+    p.add_argument("--batch", type=_list_type(int), default=[1, 16], metavar="B,B,...",
+                   help="batch sizes (default: 1,16)")
+    p.add_argument("--paths", type=_list_type(str), default=None, metavar="P,P,...",
+                   help=f"inference paths, from {', '.join(bench_mod.PATHS)} (default: all but compile)")
+    p.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu (default: cpu)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="intra-op threads (default: all cores)")
+    p.add_argument("--seconds", type=float, default=2.0, metavar="S",
+                   help="time each path and batch for at least S seconds (default: 2)")
+    p.add_argument("--images", type=int, default=1000, metavar="N",
+                   help="a run's test images for top-1 error and agreement with eager (default: 1000)")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="where a run's dataset files are (default: the run's)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON here (default: none)")
+
+
+@command("bench", "time every inference path (eager, channels_last, BN-folded, bf16, ONNX Runtime, OpenVINO, int8) "
+                  "against torchvision's eager model, in one process", _bench_args)
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.json and Path(args.json).is_dir():
+        raise ReslabError(f"--json {args.json} is a directory; give a file name, e.g. {Path(args.json) / 'bench.json'}")
+    report = bench_mod.bench(args.target, batches=args.batch, paths=args.paths, threads=args.threads,
+                             seconds=args.seconds, images=args.images, data_dir=args.data_dir, device=args.device,
+                             log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(report.table())
+    for path, why in report.skipped.items():
+        print(f"skipped {path}: {why}")
+    print(f"{report.threads} threads on {report.cpu}; fp32 matmul peak {report.fp32_peak_gflops:.0f} GFLOP/s"
+          + (f", bf16 {report.bf16_peak_gflops:.0f}" if report.bf16_peak_gflops else f" ({report.bf16_reason})"))
+    if report.accuracy:
+        print(f"accuracy on {report.accuracy_source}")
+    print("\n".join(report.findings()))
+    if args.json:
+        print(f"wrote {bench_mod.write_report(report, args.json)}")
     return 0
 
 

@@ -23,6 +23,7 @@ from .data.transforms import Normalizer, ResizeCenterCrop, resize_short_side_rat
 from .errors import ReslabError
 from .models import create_model, get_model_entry
 from .models.weights import load_state_dict_checked, read_safetensors
+from .precision import resolve_precision
 from .runtimes import RUNTIMES, export_onnx, load_runtime, require_runtime
 
 __all__ = ["LoadedRun", "load_run", "load_run_weights", "load_weights_file", "check_weights", "predict", "Prediction",
@@ -236,15 +237,22 @@ class Prediction:
 
 
 @torch.no_grad()
-def predict(run: LoadedRun, paths: Sequence[str | Path], topk: int = 5) -> list[Prediction]:
-    """Top-k classes with probabilities for each image file (any format PIL reads)."""
+def predict(run: LoadedRun, paths: Sequence[str | Path], topk: int = 5, *, amp: str = "fp32") -> list[Prediction]:
+    """Top-k classes with probabilities for each image file (any format PIL reads).
+
+    ``amp``: the precision of the eager model (``auto``: bf16 autocast on CPUs with native bf16 and
+    on GPUs, see :func:`reslab.precision.resolve_precision`); a runtime module computes in its own.
+    """
     param = next(run.model.parameters(), None)  # a runtime module (see with_runtime) has none: CPU
     device = param.device if param is not None else torch.device("cpu")
+    precision = resolve_precision(amp if param is not None else "fp32", device)
     norm = run.normalizer.to(device)
     out = []
     for p in map(image_path, paths):
         x = run.preprocess(open_image(str(p), "L" if run.channels == 1 else "RGB"))
-        probs = torch.softmax(run.model(norm(x[None].to(device))).float(), dim=1)[0]
+        with torch.inference_mode(), precision.autocast(device):
+            logits = run.model(norm(x[None].to(device)))
+        probs = torch.softmax(logits.float(), dim=1)[0]
         k = min(topk, len(run.classes))
         vals, idx = probs.topk(k)
         out.append(Prediction(str(p), [(run.classes[i], float(v)) for v, i in zip(vals.tolist(), idx.tolist())]))
