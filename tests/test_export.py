@@ -40,16 +40,16 @@ RTOL = 1e-4  # of the largest eager logit: float32 reordering gives ~1e-7 on thi
 def _bn_from_batch(model, x):
     """BatchNorm running statistics measured on ``x`` (as after training), so that the eval-mode net
     is as well conditioned as a trained one."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    model.eval()  # the rest in eval mode: no auxiliary heads (Inception's take no 96x96 input), no dropout
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.reset_running_stats()
-                m.momentum = None  # a cumulative average over the batches seen
-        model.train()
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches seen
+            m.train()
         model(x)
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.momentum = 0.1
+        for m in bns:
+            m.momentum = 0.1
     return model.eval()
 
 
