@@ -87,7 +87,7 @@ def test_training_returns_every_stack_and_eval_the_last():
     x = torch.randn(2, 1, 64, 128)
     m.train()
     out = m(x)
-    assert isinstance(out, AuxOutput) and out.aux_weights == (1.0,)
+    assert isinstance(out, AuxOutput) and out.aux_weights == [1.0]
     assert out.logits.shape == out.aux_logits[0].shape == (2, 3, 64, 128)
     (out.logits.pow(2).mean() + out.aux_logits[0].pow(2).mean()).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
@@ -100,7 +100,7 @@ def test_training_returns_every_stack_and_eval_the_last():
     assert torch.equal(last, expected)
     one = reslab.create_model("hourglass1", num_classes=2, features=32).train()
     out1 = one(torch.randn(2, 3, 64, 64))
-    assert isinstance(out1, AuxOutput) and out1.aux_logits == () and out1.logits.shape == (2, 2, 64, 64)
+    assert isinstance(out1, AuxOutput) and out1.aux_logits == [] and out1.logits.shape == (2, 2, 64, 64)
 
 
 def test_stacks_feed_their_remapped_predictions_forward():

@@ -68,7 +68,7 @@ def test_googlenet_matches_torchvision_in_training_mode_with_aux_heads(googlenet
     torch.manual_seed(7)  # the same dropout masks, drawn in the same order: aux1, aux2, main
     out = ours(x)
     assert isinstance(out, AuxOutput)
-    assert out.aux_weights == (0.3, 0.3)
+    assert out.aux_weights == [0.3, 0.3]
     assert_same_output(out.logits, ref.logits)
     assert len(out.aux_logits) == 2
     assert_same_output(out.aux_logits[0], ref.aux_logits1)  # on (4a)
@@ -132,7 +132,7 @@ def test_googlenet_aux_heads_follow_the_paper():
     assert head.drop.p == 0.7 and model.head.drop.p == 0.4
     model.train()
     out = model(torch.randn(2, 3, 128, 128))  # the 5x5/3 pool still fits the 8x8 grid of (4a)
-    assert isinstance(out, AuxOutput) and out.aux_weights == (0.3, 0.3)
+    assert isinstance(out, AuxOutput) and out.aux_weights == [0.3, 0.3]
     assert [a.shape for a in out.aux_logits] == [(2, 1000), (2, 1000)]
     model.eval()
     with torch.no_grad():
@@ -185,7 +185,7 @@ def test_inception_v3_matches_torchvision_in_training_mode_with_aux_head(incepti
     ref = tv(x)
     torch.manual_seed(3)
     out = ours(x)
-    assert isinstance(out, AuxOutput) and out.aux_weights == (0.4,)
+    assert isinstance(out, AuxOutput) and out.aux_weights == [0.4]
     assert_same_output(out.logits, ref.logits)
     assert len(out.aux_logits) == 1
     assert_same_output(out.aux_logits[0], ref.aux_logits)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -32,12 +32,13 @@ class AuxOutput(NamedTuple):
     in training mode.
 
     The training loss is ``loss(logits) + sum(w * loss(a) for a, w in zip(aux_logits, aux_weights))``;
-    in eval mode such models return plain logits.
+    in eval mode such models return plain logits. The fields are lists, not tuples of any length,
+    because TorchScript has no variable-length tuple type (``torch.jit.script`` compiles this class).
     """
 
     logits: torch.Tensor
-    aux_logits: tuple[torch.Tensor, ...]
-    aux_weights: tuple[float, ...]
+    aux_logits: list[torch.Tensor]
+    aux_weights: list[float]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,14 +89,20 @@ class Backbone(nn.Module):
         out_indices: which of those maps (default: all).
     """
 
-    in_chans: int
-    num_classes: int
-    num_features: int
-    feature_info: list[FeatureInfo]
-    stem: nn.Module
-    stages: nn.Sequential
-    final: nn.Module  # an nn.Identity or a Sequential (a pre-activation net's BN-ReLU)
-    head: nn.Module  # a ClassifierHead or FCHead; the nn.Identity with features_only
+    # Constants for torch.jit.script: branches on them are compiled only where they are taken (a
+    # features_only model's head is the identity, which takes no pre_logits).
+    __constants__ = ["features_only", "_stem_pool"]
+
+    if TYPE_CHECKING:  # declarations for type checkers only: torch.jit.script reads class annotations
+        in_chans: int
+        num_classes: int
+        num_features: int
+        features_only: bool
+        feature_info: list[FeatureInfo]
+        stem: nn.Module
+        stages: nn.Sequential
+        final: nn.Module  # an nn.Identity or a Sequential (a pre-activation net's BN-ReLU)
+        head: nn.Module  # a ClassifierHead or FCHead; the nn.Identity with features_only
 
     def __init__(self, spec: Any, num_classes: int, in_chans: int) -> None:
         super().__init__()
@@ -152,15 +159,17 @@ class Backbone(nn.Module):
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The feature maps named by ``feature_info`` selected by ``out_indices``."""
+        maps: list[torch.Tensor] = []
         if self._stem_pool:
-            children = list(self.stem.children())
-            for layer in children[:-1]:
+            # the stem is a Sequential ending in its max-pool (type: ignore, as it is declared a Module)
+            last = len(self.stem) - 1  # type: ignore[arg-type]
+            for i, layer in enumerate(self.stem):  # type: ignore
+                if i == last:  # the map before the max-pool, whose output is the first stage's input
+                    maps.append(x)
                 x = layer(x)
-            maps = [x]
-            x = children[-1](x)  # the stem's max-pool: its output is the first stage's input
         else:
             x = self.stem(x)
-            maps = [x]
+            maps.append(x)
         for stage in self.stages:
             x = stage(x)
             maps.append(x)
@@ -169,7 +178,8 @@ class Backbone(nn.Module):
 
     # AuxOutput: what a subclass with auxiliary heads returns in training mode (InceptionNet)
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor] | AuxOutput:
-        self.check_input(x)
+        if not torch.jit.is_scripting():  # a scripted model leaves the check to its first layer
+            self.check_input(x)
         if self.features_only:
             return self.forward_intermediates(x)
         return self.forward_head(self.forward_features(x))
@@ -192,8 +202,9 @@ class SegmentationModel(nn.Module):
     :meth:`_size_problem`; :meth:`info_rows` names the levels that ``model_info`` tabulates.
     """
 
-    in_chans: int
-    num_classes: int
+    if TYPE_CHECKING:  # declarations for type checkers only: torch.jit.script reads class annotations
+        in_chans: int
+        num_classes: int
 
     def __init__(self, num_classes: int, in_chans: int) -> None:
         super().__init__()

@@ -114,6 +114,8 @@ class DenseLayer(nn.Module):
     """One composite function H_l: BN-ReLU-Conv (DenseNet-B: BN-ReLU-1x1 conv, BN-ReLU-3x3 conv)
     on the concatenation of all earlier feature maps, returning ``growth_rate`` new ones."""
 
+    __constants__ = ["bottleneck"]  # torch.jit.script compiles conv2 only where there is one
+
     def __init__(self, in_chs: int, spec: DenseNetSpec) -> None:
         super().__init__()
         k = spec.growth_rate
@@ -133,7 +135,7 @@ class DenseLayer(nn.Module):
         self.bottleneck = spec.bottleneck
         self._recomputing = False
 
-    def _cat_bn_relu_conv1(self, *features: torch.Tensor) -> torch.Tensor:
+    def _cat_bn_relu_conv1(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = torch.cat(features, 1)
         if self._recomputing and self.bn1.training:
             # The first pass already updated the running statistics; updating them again while
@@ -153,12 +155,19 @@ class DenseLayer(nn.Module):
         finally:
             self._recomputing = False
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        if self.memory_efficient and torch.is_grad_enabled() and any(f.requires_grad for f in features):
-            out = checkpoint(self._cat_bn_relu_conv1, *features, use_reentrant=False,
-                             context_fn=lambda: (contextlib.nullcontext(), self._recompute()))
+    @torch.jit.unused
+    def _checkpointed(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """``_cat_bn_relu_conv1`` recomputed in the backward pass instead of stored."""
+        return checkpoint(lambda *fs: self._cat_bn_relu_conv1(list(fs)), *features, use_reentrant=False,
+                          context_fn=lambda: (contextlib.nullcontext(), self._recompute()))
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        if torch.jit.is_scripting():  # TorchScript cannot checkpoint: memory_efficient makes no difference there
+            out = self._cat_bn_relu_conv1(features)
+        elif self.memory_efficient and torch.is_grad_enabled() and any(f.requires_grad for f in features):
+            out = self._checkpointed(features)
         else:
-            out = self._cat_bn_relu_conv1(*features)
+            out = self._cat_bn_relu_conv1(features)
         if self.bottleneck:
             out = self.drop2(self.conv2(self.act2(self.bn2(out))))
         return out

@@ -125,6 +125,8 @@ class HourglassStack(nn.Module):
     ``forward`` returns (the next stack's input, or the last stack's features; the heatmaps).
     """
 
+    __constants__ = ["last"]  # torch.jit.script compiles the remapping convs only where there are some
+
     def __init__(self, spec: HourglassSpec, num_classes: int, last: bool) -> None:
         super().__init__()
         chs = spec.features
@@ -192,17 +194,14 @@ class StackedHourglass(SegmentationModel):
         return heatmaps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | AuxOutput:
-        self.check_input(x)
-        size = x.shape[-2:]
+        if not torch.jit.is_scripting():  # a scripted model leaves the check to its layers
+            self.check_input(x)
+        size = [x.shape[-2], x.shape[-1]]
         heatmaps = self.forward_heatmaps(x)
-
-        def upsample(t: torch.Tensor) -> torch.Tensor:
-            return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
-
         if not self.training:
-            return upsample(heatmaps[-1])
-        aux = tuple(upsample(h) for h in heatmaps[:-1])
-        return AuxOutput(upsample(heatmaps[-1]), aux, tuple(1.0 for _ in aux))
+            return F.interpolate(heatmaps[-1], size=size, mode="bilinear", align_corners=False)
+        logits = [F.interpolate(h, size=size, mode="bilinear", align_corners=False) for h in heatmaps]
+        return AuxOutput(logits[-1], logits[:-1], [1.0 for _ in logits[:-1]])
 
     def info_rows(self) -> list[tuple[str, nn.Module]]:
         return [("stem", self.stem)] + [(f"stacks.{i}", s) for i, s in enumerate(self.stacks)]

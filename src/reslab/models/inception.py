@@ -294,14 +294,16 @@ class InceptionNet(Backbone):
             reduction *= stride
         self.feature_info = [FeatureInfo(chs, reduction, "stem")]
         taps: dict[str, int] = {}
+        where: dict[str, tuple[int, int]] = {}  # (stage, layer) of each named layer
         stages = []
         for i, layers in enumerate(layout.stages):
             stage = nn.Sequential()
-            for name, layer in layers:
+            for j, (name, layer) in enumerate(layers):
                 module, chs, stride = _build_layer(layer, chs, bn, eps)
                 stage.add_module(name, module)
                 reduction *= stride
                 taps[name] = chs
+                where[name] = (i, j)
             stages.append(stage)
             self.feature_info.append(FeatureInfo(chs, reduction, f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
@@ -314,6 +316,8 @@ class InceptionNet(Backbone):
             AuxHead(taps[a.after], a, num_classes, bn, eps) for a in layout.aux_heads
         ) if use_aux else nn.ModuleList()
         self.aux_weights = tuple(float(layout.aux_weight) for _ in self.aux_heads)
+        # where each auxiliary head reads: (stage, layer) indices, as torch.jit.script has no layer names
+        self._aux_taps = [where[a.after] for a in layout.aux_heads] if use_aux else []
         self._init_weights()
         self._finish_init(features_only, out_indices)
 
@@ -329,24 +333,31 @@ class InceptionNet(Backbone):
             if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def forward_features_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def forward_features_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The last feature map and the auxiliary heads' logits, in the order they are tapped."""
-        heads = {h.after: h for h in self.aux_heads}
-        aux = []
+        aux: list[torch.Tensor] = []
         x = self.stem(x)
-        for stage in self.stages:
-            for name, layer in stage.named_children():
+        for i, stage in enumerate(self.stages):
+            for j, layer in enumerate(stage):  # type: ignore
                 x = layer(x)
-                if name in heads:
-                    aux.append(heads[name](x))
-        return self.final(x), tuple(aux)
+                for k, head in enumerate(self.aux_heads):
+                    if self._aux_taps[k] == (i, j):
+                        aux.append(head(x))
+        return self.final(x), aux
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor] | AuxOutput:
-        if self.features_only or not (self.training and len(self.aux_heads)):
-            return super().forward(x)
-        self.check_input(x)
-        features, aux = self.forward_features_with_aux(x)
-        return AuxOutput(self.forward_head(features), aux, self.aux_weights)
+        # Backbone.forward's steps, spelled out: torch.jit.script does not compile super() calls
+        if not torch.jit.is_scripting():
+            self.check_input(x)
+        if self.features_only:
+            return self.forward_intermediates(x)
+        if self.training and len(self.aux_heads) > 0:
+            features, aux = self.forward_features_with_aux(x)
+            weights: list[float] = []  # typed: TorchScript's empty lists hold tensors
+            for w in self.aux_weights:
+                weights.append(w)
+            return AuxOutput(self.forward_head(features), aux, weights)
+        return self.forward_head(self.forward_features(x))
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier and the auxiliary heads' classifiers (0: none, and no heads)."""
@@ -354,6 +365,7 @@ class InceptionNet(Backbone):
         if num_classes == 0:
             self.aux_heads = nn.ModuleList()
             self.aux_weights = ()
+            self._aux_taps = []
         for h in self.aux_heads:
             h.fc = nn.Linear(cast(AuxHead, h).in_features, num_classes)
 

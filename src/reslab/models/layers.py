@@ -62,7 +62,7 @@ class ZeroPadShortcut(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, 0, self.extra)) if self.extra else x
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra)) if self.extra > 0 else x
 
 
 class ProjectionShortcut(nn.Sequential):
@@ -164,11 +164,15 @@ class NonLocal(nn.Module):
             pairwise computation by 4.
     """
 
+    # torch.jit.script compiles only the branches of the mode's own layers (gaussian has no theta/phi)
+    __constants__ = ["_embed", "_concat", "_dot"]
+
     def __init__(self, channels: int, *, mode: str = "embedded_gaussian", subsample: bool = True) -> None:
         super().__init__()
         if mode not in NONLOCAL_MODES:
             raise ValueError(f"mode must be one of {NONLOCAL_MODES}, got {mode!r}")
         self.mode = mode
+        self._embed, self._concat, self._dot = mode != "gaussian", mode == "concatenation", mode == "dot_product"
         self.inner = max(1, channels // 2)
         if mode != "gaussian":
             self.theta = conv1x1(channels, self.inner)
@@ -195,11 +199,11 @@ class NonLocal(nn.Module):
 
     def pairwise(self, x: torch.Tensor) -> torch.Tensor:
         """The normalised pairwise weights ``f(x_i, x_j) / C(x)``, shape (N, HW, HW')."""
-        if self.mode == "gaussian":
-            theta, phi = x.flatten(2), self.pool(x).flatten(2)
-        else:
+        if self._embed:
             theta, phi = self.theta(x).flatten(2), self.pool(self.phi(x)).flatten(2)
-        if self.mode == "concatenation":
+        else:
+            theta, phi = x.flatten(2), self.pool(x).flatten(2)
+        if self._concat:
             # w_f^T [theta_i, phi_j] = w_theta^T theta_i + w_phi^T phi_j, so no N x N' x 2C' tensor.
             w_theta, w_phi = self.w_f[: self.inner], self.w_f[self.inner :]
             s = torch.einsum("c,bci->bi", w_theta, theta)
@@ -207,7 +211,7 @@ class NonLocal(nn.Module):
             logits = s[:, :, None] + t[:, None, :]
             return torch.relu(logits) / phi.shape[-1]
         logits = theta.transpose(1, 2) @ phi
-        if self.mode == "dot_product":
+        if self._dot:
             return logits / phi.shape[-1]
         return logits.softmax(dim=-1)
 

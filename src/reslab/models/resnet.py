@@ -179,12 +179,19 @@ class _ResidualBlock(nn.Module):
     dicts and initialisation follow the papers' layer order.
     """
 
+    # constants for torch.jit.script, which compiles only the branches they take
+    __constants__ = ["preact", "_three_convs", "_has_drop"]
+
     def __init__(self, convs: Sequence[nn.Conv2d], in_chs: int, out_chs: int, stride: int, spec: ResNetSpec,
                  preact_input: bool, *, attn: bool, non_local: bool, drop_before_conv2: bool,
                  norm_layer: NormLayer, act_layer: ActLayer) -> None:
         super().__init__()
         self.preact = spec.preact
         self.n_convs = len(convs)
+        if self.n_convs not in (2, 3):
+            raise ValueError(f"a residual block has two or three convolutions, got {self.n_convs}")
+        self._three_convs = self.n_convs == 3
+        self._has_drop = drop_before_conv2
         for i, conv in enumerate(convs, start=1):
             if spec.preact:
                 # Pre-activation: BN-ReLU-conv; the first unit after a BN-ReLU stem skips its own.
@@ -210,18 +217,24 @@ class _ResidualBlock(nn.Module):
         return self._layer("conv" if self.preact else "bn", self.n_convs)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
-        """The residual branch; in a pre-activation unit ``x`` is already normalised (BN-ReLU 1)."""
-        out = x
-        for i in range(1, self.n_convs + 1):
-            if self.preact and i > 1:
-                out = self._layer("act", i)(self._layer("bn", i)(out))
-            if i == 2 and hasattr(self, "drop"):
+        """The residual branch; in a pre-activation unit ``x`` is already normalised (BN-ReLU 1).
+
+        Written out for two or three convolutions: torch.jit.script cannot look layers up by a
+        computed name, and compiles only the branches its constants take."""
+        if self.preact:
+            out = self.act2(self.bn2(self.conv1(x)))
+            if self._has_drop:
                 out = self.drop(out)
-            out = self._layer("conv", i)(out)
-            if not self.preact:
-                out = self._layer("bn", i)(out)
-                if i < self.n_convs:
-                    out = self._layer("act", i)(out)
+            out = self.conv2(out)
+            if self._three_convs:
+                out = self.conv3(self.act3(self.bn3(out)))
+            return out
+        out = self.act1(self.bn1(self.conv1(x)))
+        if self._has_drop:
+            out = self.drop(out)
+        out = self.bn2(self.conv2(out))
+        if self._three_convs:
+            out = self.bn3(self.conv3(self.act2(out)))
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -239,7 +252,7 @@ class _ResidualBlock(nn.Module):
             # attention output is not needed by its own backward)
             out += self.shortcut(skip)
         if not self.preact:
-            out = self._layer("act", self.n_convs)(out)
+            out = self.act3(out) if self._three_convs else self.act2(out)
         return out if self.nl is None else self.nl(out)
 
 

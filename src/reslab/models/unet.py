@@ -108,7 +108,7 @@ class UNetSpec(Spec):
         return below, below if below == n else below + step
 
 
-def center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+def center_crop(x: torch.Tensor, size: list[int]) -> torch.Tensor:
     """The centred ``size`` (H, W) part of ``x`` (N, C, H', W')."""
     top, left = (x.shape[-2] - size[0]) // 2, (x.shape[-1] - size[1]) // 2
     return x[..., top:top + size[0], left:left + size[1]]
@@ -140,7 +140,7 @@ class UpBlock(nn.Module):
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.act(self.upconv(x))
         # The up-sampled map first, then the cropped skip, in the Caffe model's concat order.
-        return self.convs(torch.cat([x, center_crop(skip, x.shape[-2:])], dim=1))
+        return self.convs(torch.cat([x, center_crop(skip, [x.shape[-2], x.shape[-1]])], dim=1))
 
 
 class UNet(SegmentationModel):
@@ -185,6 +185,7 @@ class UNet(SegmentationModel):
             UpBlock(widths[i + 1], widths[i], pad, spec.bn, spec.upconv_act) for i in reversed(range(spec.depth))
         )
         self.head = nn.Conv2d(widths[0], num_classes, 1)
+        self._depth = spec.depth  # for forward: torch.jit.script does not see the spec
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -219,17 +220,18 @@ class UNet(SegmentationModel):
         return f"{rule}; nearest legal side to {bad[0]}: {nearest}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        skips = []
+        if not torch.jit.is_scripting():  # a scripted model leaves the check to its layers
+            self.check_input(x)
+        skips: list[torch.Tensor] = []
         for i, level in enumerate(self.down):
             if i > 0:
                 x = self.pool(x)
             x = level(x)
-            if i >= self.spec.depth - 1:  # the end of the contracting path (see UNetSpec.drop_rate)
+            if i >= self._depth - 1:  # the end of the contracting path (see UNetSpec.drop_rate)
                 x = self.drop(x)
             skips.append(x)
-        for up, skip in zip(self.up, reversed(skips[:-1])):
-            x = up(x, skip)
+        for i, up in enumerate(self.up):  # the expansive path meets the skips deepest first
+            x = up(x, skips[len(skips) - 2 - i])
         return self.head(x)
 
     def info_rows(self) -> list[tuple[str, nn.Module]]:
@@ -261,9 +263,9 @@ class DecoderBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_chs)
         self.act2 = nn.ReLU(inplace=True)
 
-    def forward(self, x: torch.Tensor, size: Sequence[int], skip: torch.Tensor | None = None) -> torch.Tensor:
-        if tuple(x.shape[-2:]) != tuple(size):
-            x = F.interpolate(x, size=tuple(size), mode=self.mode)
+    def forward(self, x: torch.Tensor, size: list[int], skip: torch.Tensor | None = None) -> torch.Tensor:
+        if [x.shape[-2], x.shape[-1]] != size:
+            x = F.interpolate(x, size=size, mode=self.mode)
         if skip is not None:
             x = torch.cat([x, skip], dim=1)
         x = self.act1(self.bn1(self.conv1(x)))
@@ -346,14 +348,19 @@ class BackboneUNet(SegmentationModel):
         return f"sides must be multiples of {r} (the encoder's deepest reduction); nearest legal side to {bad}: {nearest}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        size = x.shape[-2:]
+        if not torch.jit.is_scripting():  # a scripted model leaves the check to its layers
+            self.check_input(x)
+        size = [x.shape[-2], x.shape[-1]]
         maps = self.encoder(x)
+        assert isinstance(maps, list)  # a features_only encoder's maps (a type refinement for TorchScript and mypy)
         skips = maps[:-1][::-1]
         x = maps[-1]
         for i, block in enumerate(self.decoder):
-            skip = skips[i] if i < len(skips) else None
-            x = block(x, skip.shape[-2:] if skip is not None else size, skip)
+            if i < len(skips):
+                skip = skips[i]
+                x = block(x, [skip.shape[-2], skip.shape[-1]], skip)
+            else:
+                x = block(x, size, None)
         return self.head(x)
 
     def info_rows(self) -> list[tuple[str, nn.Module]]:
