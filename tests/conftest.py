@@ -1,4 +1,7 @@
 """Shared fixtures: one tiny real dataset (a slice of the embedded Fashion-MNIST subset)."""
+import os
+
+os.environ.setdefault("RESLAB_CPU_BF16", "0")  # amp auto = fp32 in tests on every CPU (bf16 is tested by forcing it)
 
 import os
 

@@ -22,6 +22,8 @@ CPU = torch.device("cpu")
 def fake_cpu(monkeypatch):
     """Set the CPU's reported capabilities and the start-up matmul's measured speeds."""
 
+    monkeypatch.delenv("RESLAB_CPU_BF16", raising=False)
+
     def set_cpu(amx: bool, avx512_bf16: bool, fp32: float = 100.0, bf16: float = 100.0):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
@@ -58,7 +60,8 @@ def test_forced_precisions_and_fp16_on_a_cpu(fake_cpu):
         resolve_precision("fp8", CPU)
 
 
-def test_the_real_cpu_probe_is_consistent_with_its_flags():
+def test_the_real_cpu_probe_is_consistent_with_its_flags(monkeypatch):
+    monkeypatch.delenv("RESLAB_CPU_BF16", raising=False)
     cpu_bf16.cache_clear()
     got = cpu_bf16()
     if torch.cpu._is_amx_tile_supported():

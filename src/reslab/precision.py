@@ -9,6 +9,7 @@ assumes: it reads the CPU's capability and, where that is not decisive, measures
 from __future__ import annotations
 
 import functools
+import os
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -72,6 +73,9 @@ def cpu_bf16() -> CpuBf16:
     """Native bf16 on this CPU: AMX tiles say yes; AVX512-BF16 alone says yes only when a start-up
     matmul measures bf16 at least 1.5x fp32; neither says no (emulated bf16 is far slower). Cached
     for the process."""
+    forced = os.environ.get("RESLAB_CPU_BF16")
+    if forced in ("0", "1"):  # the test suite pins fp32 so exact comparisons hold on any CPU
+        return CpuBf16(forced == "1", f"RESLAB_CPU_BF16={forced}")
     if _flag("_is_amx_tile_supported"):
         return CpuBf16(True, "the CPU has AMX (native bf16 matmul)")
     if not _flag("_is_avx512_bf16_supported"):
