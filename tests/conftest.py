@@ -3,8 +3,6 @@ import os
 
 os.environ.setdefault("RESLAB_CPU_BF16", "0")  # amp auto = fp32 in tests on every CPU (bf16 is tested by forcing it)
 
-import os
-
 import pytest
 import torch
 
