@@ -38,11 +38,11 @@ from . import rundir
 from ._table import format_table
 from ._version import __version__
 from .errors import ReslabError
-from .export import _calibration, _parity_images
-from .inference import optimize_for_inference
+from .export import calibration_images, parity_images
+from .inference import Folding, InferenceModel, optimize_for_inference
 from .io import atomic_write_text
 from .models import create_model, get_model_entry, model_info
-from .precision import cpu_bf16, matmul_gflops
+from .precision import Precision, cpu_bf16, matmul_gflops
 from .predict import load_run
 from .runtimes import export_onnx, load_runtime, quantize_onnx_int8
 
@@ -128,18 +128,9 @@ class BenchReport:
         return lines
 
 
-class _Eager(nn.Module):
-    """A module run under ``inference_mode``, its inputs in its memory layout."""
-
-    def __init__(self, model: nn.Module, channels_last: bool = False) -> None:
-        super().__init__()
-        self.model, self.channels_last = model, channels_last
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            return self.model(x).float()
+def _eager(model: nn.Module, channels_last: bool = False) -> InferenceModel:
+    """``model`` as it is (fp32, nothing folded) under ``inference_mode``, in the given layout."""
+    return InferenceModel(model, channels_last=channels_last, precision=Precision(None, "fp32"), folding=Folding())
 
 
 def _torchvision_twin(name: str, num_classes: int) -> nn.Module | None:
@@ -224,9 +215,9 @@ def bench(target: str | Path, *, batches: Sequence[int] = (1, 16), paths: Sequen
         run = load_run(target)
         model, name, input_size = run.model, run.config.model, run.input_size
         num_classes = len(run.classes)
-        x_eval, labels, source, splits = _parity_images(run, images, data_dir)
+        x_eval, labels, source, splits = parity_images(run, images, data_dir)
         try:
-            calib = _calibration(run, splits, 256)
+            calib = calibration_images(run, splits, 256)
         except ReslabError:
             calib = None
     else:
@@ -264,12 +255,12 @@ def bench(target: str | Path, *, batches: Sequence[int] = (1, 16), paths: Sequen
                     if twin is None:
                         report.skipped[path] = f"torchvision has no {name}"
                         continue
-                    modules[path] = _Eager(twin)
+                    modules[path] = _eager(twin)
                     report.baseline = "torchvision"
                 elif path == "eager":
-                    modules[path] = _Eager(model)
+                    modules[path] = _eager(model)
                 elif path == "eager-cl":
-                    modules[path] = _Eager(copy.deepcopy(model).to(memory_format=torch.channels_last), True)
+                    modules[path] = _eager(copy.deepcopy(model).to(memory_format=torch.channels_last), True)
                 elif path in ("folded", "folded-bf16", "compile"):
                     if path == "folded-bf16" and not bf16.native:
                         report.skipped[path] = f"no native bf16: {bf16.reason}"

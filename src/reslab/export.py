@@ -35,10 +35,10 @@ from .errors import ReslabError
 from .io import atomic_path
 from .models.base import AuxOutput
 from .predict import LoadedRun, load_run, run_split
-from .runtimes import DEFAULT_OPSET, export_onnx, load_runtime, quantize_onnx_int8, require_runtime
+from .runtimes import DEFAULT_OPSET, LogitsOnly, export_onnx, load_runtime, quantize_onnx_int8, require_runtime
 
 __all__ = ["FORMATS", "PARITY_RTOL", "DEFAULT_CHECK_IMAGES", "CALIBRATION_IMAGES", "ExportResult", "Parity",
-           "export_run", "export_metadata", "read_exported"]
+           "export_run", "export_metadata", "read_exported", "parity_images", "calibration_images"]
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 
@@ -194,23 +194,13 @@ def _write_exported_program(model: nn.Module, path: Path, meta: dict[str, Any], 
     x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
     try:
         with _quiet_warnings():
-            ep = torch.export.export(_LogitsOnly(model), (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+            ep = torch.export.export(LogitsOnly(model), (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
     except Exception as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise ReslabError(f"torch.export of {type(model).__name__} failed ({first}); export it with --format onnx") from None
     buf = io.BytesIO()  # a buffer: torch.export.save warns about a file name not ending in .pt2 (the temporary one)
     torch.export.save(ep, buf, extra_files={EXTRA_FILE: json.dumps(meta)})
     path.write_bytes(buf.getvalue())
-
-
-class _LogitsOnly(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
-        return out.logits if isinstance(out, AuxOutput) else out
 
 
 @torch.no_grad()
@@ -232,7 +222,7 @@ def _compare(eager: torch.Tensor, other: torch.Tensor, labels: torch.Tensor | No
     return Parity(len(eager), source, runner, diff, scale, PARITY_RTOL * max(scale, 1e-6), agree, acc(eager), acc(other))
 
 
-def _parity_images(run: LoadedRun, n: int, data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor | None, str, DatasetSplits | None]:
+def parity_images(run: LoadedRun, n: int, data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor | None, str, DatasetSplits | None]:
     """(float inputs preprocessed as ``reslab eval`` does, labels, a description, the splits) for up to
     ``n`` images of the run's test split spread over it; seeded random images when the run's data
     cannot be loaded here (said in the description)."""
@@ -257,7 +247,9 @@ def _parity_images(run: LoadedRun, n: int, data_dir: str | None) -> tuple[torch.
     return run.normalizer(x), y, f"test images of {name}", splits
 
 
-def _calibration(run: LoadedRun, splits: DatasetSplits | None, n: int) -> torch.Tensor:
+def calibration_images(run: LoadedRun, splits: DatasetSplits | None, n: int) -> torch.Tensor:
+    """Up to ``n`` of the run's training images (a seeded sample), preprocessed for the network:
+    int8 activation ranges are calibrated on these, never on test images."""
     if splits is None or splits.train is None or len(splits.train) == 0:
         raise ReslabError(f"--int8 calibrates on the run's training images and measures the accuracy change on its test "
                           f"images; {run.config.data} is not available here: give --data-dir where it is")
@@ -312,8 +304,8 @@ def export_run(run_dir: str | Path, *, format: str = "onnx", out: str | Path, ch
         raise ReslabError(f"{run_dir} is a segmentation run; reslab export writes classification runs")
     run = load_run(run_dir, checkpoint, "cpu")
     meta = export_metadata(run)
-    x, labels, source, splits = _parity_images(run, check_images, data_dir)
-    calib = _calibration(run, splits, CALIBRATION_IMAGES) if int8 else None
+    x, labels, source, splits = parity_images(run, check_images, data_dir)
+    calib = calibration_images(run, splits, CALIBRATION_IMAGES) if int8 else None
     eager = _logits(run.model, x)
     sidecar = out.with_name(out.name + ".json")
     with tempfile.TemporaryDirectory(prefix="reslab-export-") as scratch, atomic_path(out) as tmp:

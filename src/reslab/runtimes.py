@@ -24,7 +24,7 @@ from .errors import ReslabError
 from .io import atomic_path
 from .models.base import AuxOutput
 
-__all__ = ["RUNTIMES", "DEFAULT_OPSET", "INSTALL", "export_onnx", "load_runtime", "require_runtime",
+__all__ = ["LogitsOnly", "RUNTIMES", "DEFAULT_OPSET", "INSTALL", "export_onnx", "load_runtime", "require_runtime",
            "quantize_onnx_int8", "read_onnx_metadata", "RuntimeModule"]
 
 RUNTIMES = ("onnxruntime", "openvino")
@@ -50,7 +50,7 @@ def require_runtime(name: str) -> Any:
         raise ReslabError(f"{name} is not installed; install the export extras: {INSTALL}") from None
 
 
-class _Logits(nn.Module):
+class LogitsOnly(nn.Module):
     """The model's logits only (an Inception model in training mode also returns auxiliary ones)."""
 
     def __init__(self, model: nn.Module):
@@ -90,7 +90,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, input_shape: tuple[int, i
     try:
         with warnings.catch_warnings(), _quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"):
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(_Logits(model), (x,), None, dynamo=True, opset_version=opset,
+            program = torch.onnx.export(LogitsOnly(model), (x,), None, dynamo=True, opset_version=opset,
                                         input_names=[_INPUT], output_names=[_OUTPUT], optimize=True,
                                         dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
     except Exception as e:  # torch.export's and onnxscript's own errors, many kinds
