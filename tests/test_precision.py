@@ -28,10 +28,10 @@ def fake_cpu(monkeypatch):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
         monkeypatch.setattr(precision, "matmul_gflops", lambda dtype, **_: bf16 if dtype == torch.bfloat16 else fp32)
-        cpu_bf16.cache_clear()
+        precision._probe_cpu_bf16.cache_clear()
 
     yield set_cpu
-    cpu_bf16.cache_clear()
+    precision._probe_cpu_bf16.cache_clear()
 
 
 @pytest.mark.parametrize("amx, avx, fp32, bf16, native", [
@@ -62,7 +62,7 @@ def test_forced_precisions_and_fp16_on_a_cpu(fake_cpu):
 
 def test_the_real_cpu_probe_is_consistent_with_its_flags(monkeypatch):
     monkeypatch.delenv("RESLAB_CPU_BF16", raising=False)
-    cpu_bf16.cache_clear()
+    precision._probe_cpu_bf16.cache_clear()
     got = cpu_bf16()
     if torch.cpu._is_amx_tile_supported():
         assert got.native

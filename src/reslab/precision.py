@@ -68,14 +68,18 @@ def _flag(name: str) -> bool:
     return bool(probe()) if callable(probe) else False
 
 
-@functools.lru_cache(maxsize=1)
 def cpu_bf16() -> CpuBf16:
     """Native bf16 on this CPU: AMX tiles say yes; AVX512-BF16 alone says yes only when a start-up
-    matmul measures bf16 at least 1.5x fp32; neither says no (emulated bf16 is far slower). Cached
-    for the process."""
+    matmul measures bf16 at least 1.5x fp32; neither says no (emulated bf16 is far slower). The
+    probe is cached for the process; ``RESLAB_CPU_BF16=0`` or ``1`` overrides it (read each call)."""
     forced = os.environ.get("RESLAB_CPU_BF16")
     if forced in ("0", "1"):  # the test suite pins fp32 so exact comparisons hold on any CPU
         return CpuBf16(forced == "1", f"RESLAB_CPU_BF16={forced}")
+    return _probe_cpu_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_cpu_bf16() -> CpuBf16:
     if _flag("_is_amx_tile_supported"):
         return CpuBf16(True, "the CPU has AMX (native bf16 matmul)")
     if not _flag("_is_avx512_bf16_supported"):
