@@ -89,6 +89,10 @@ def test_optimize_for_inference_layouts_and_bf16_agree():
         assert "19 batch norms folded (0 kept)" in prepared.describe()
         torch.testing.assert_close(prepared(x), expected, rtol=0, atol=1e-5 * expected.abs().max().item())
     auto = optimize_for_inference(model, x)
+    # no example given: a random batch of 8 at the registry's input size (32x32 RGB for resnet20)
+    default = optimize_for_inference(model, amp="fp32")
+    assert default.folding.folded == auto.folding.folded and len(default.folding.folded) == 19
+    torch.testing.assert_close(default(x), expected, rtol=0, atol=1e-5 * expected.abs().max().item())
     assert auto.channels_last in (True, False) and auto.precision.name in ("bf16", "fp32")
     bf16 = optimize_for_inference(model, x, amp="bf16")
     out = bf16(x)

@@ -25,11 +25,10 @@ from ..data.transforms import Normalizer, ResizeCenterCrop, ScaleAugment, resize
 from ..dense import legal_tile
 from ..errors import ReslabError
 from ..io import atomic_path
-from ..precision import resolve_precision
 from ..segmetrics import unet_weight_map
 from .distributed import DistContext, convert_sync_batchnorm
 
-__all__ = ["seed_everything", "build_pipeline", "fit_normalizer", "save_preprocess", "amp_dtype_for", "wrap_model",
+__all__ = ["seed_everything", "build_pipeline", "fit_normalizer", "save_preprocess", "wrap_model",
            "make_optimizer"]
 
 
@@ -134,11 +133,6 @@ def save_preprocess(run_dir: Path, normalizer: Normalizer, splits: DatasetSplits
             "crop_size": str(cfg.crop_size), "classes": json.dumps(list(splits.classes))}
     with atomic_path(run_dir / rundir.PREPROCESS) as tmp:
         save_file(normalizer.state_dict(), str(tmp), metadata=meta)
-
-
-def amp_dtype_for(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``cfg.amp`` on ``device`` (see :func:`reslab.precision.resolve_precision`)."""
-    return resolve_precision(cfg.amp, device).dtype
 
 
 def wrap_model(model: nn.Module, cfg: RunConfig, device: torch.device, ctx: DistContext) -> tuple[nn.Module, nn.Module]:
