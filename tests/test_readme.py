@@ -232,3 +232,36 @@ def test_readme_segmentation_figures_are_the_committed_results():
             f"({bench['ratios']['train_speed_reslab_over_smp']:.2f}x)") in prose
     assert f"test pixel error {r['pixel_err']:.2f} vs {s['pixel_err']:.2f} %" in prose
     assert f"mean IoU {r['miou']:.4f} vs {s['miou']:.4f}" in prose
+
+
+def test_readme_inference_table_is_the_committed_benchmark():
+    text = README.read_text()
+    block = _section(text, "**Measured here**", "Training (`python benchmarks/train_throughput.py`")
+    res = json.loads((ROOT / "benchmarks" / "results" / "inference.json").read_text())
+    r50 = {(r["path"], r["batch"]): r for r in res["cases"]["resnet50"]["rows"]}
+    r56 = {r["path"]: r for r in res["cases"]["resnet56"]["rows"]}
+    accuracy = res["cases"]["trained_run"]["accuracy"]
+    rows = _table_rows(block, "| path | ResNet-50 batch 1: p50 ms")
+    assert [r[0] for r in rows] == ["torchvision", *accuracy]
+    for path, b1, b16, c56, acc in rows:
+        assert b1 == f"{r50[(path, 1)]['p50_ms']:.1f}", path
+        assert b16 == f"{r50[(path, 16)]['images_per_s']:.1f}", path
+        assert c56 == (f"{r56[path]['images_per_s']:,.0f}" if path in r56 else "–"), path
+        a = accuracy.get(path)
+        assert acc == (f"{a['top1_err']:.1f} ({a['agree']:.1f})" if a else "–"), path
+    targets = res["targets"]
+    prose = _flat(block)
+    assert f"the best path is {targets['resnet50_batch16_throughput']['ratio']:.1f}x (int8)" in prose
+    assert f"the best fp32 path {targets['resnet50_batch16_throughput_fp32']['ratio']:.2f}x" in prose
+    assert f"{targets['resnet56_batch256_throughput']['ratio']:.2f}x reslab eager" in prose
+    assert all(t["meets_target"] for t in targets["accuracy_equal_to_eager"].values())
+
+
+def test_readme_training_throughput_is_the_committed_benchmark():
+    text = _flat(README.read_text())
+    res = json.loads((ROOT / "benchmarks" / "results" / "train_throughput.json").read_text())["results"]
+    for name, label in (("resnet20", "ResNet-20 `fit`"), ("resnet56", "ResNet-56")):
+        r = res[name]
+        assert (f"{label} {r['fit_images_per_s']:,.0f} images/s in fp32" if name == "resnet20"
+                else f"{label} {r['fit_images_per_s']:,.0f} and {r['fit_auto_images_per_s']:,.0f}") in text, name
+        assert f"{r['auto_ratio_to_bare_fp32']:.2f}x" in text, name
