@@ -115,8 +115,21 @@ SEGMENT = {"epochs": 40, "batch_size": 4, "optimizer": "adamw", "lr": 0.001, "we
            "schedule": "cosine", "augment": "flip", "normalize": "per_channel", "crop_size": 256,
            "elastic_sigma": 10.0, "seg_loss": "ce"}
 
+# style's header: Johnson, Alahi & Fei-Fei 2016, Sec. 4.1, quoted: "We resize each of the 80k training images to
+# 256 x 256 and train our networks with a batch size of 4 for 40,000 iterations ... We use Adam with a learning rate
+# of 1 x 10^-3 ... We do not use weight decay or dropout". Images in [0, 1] (no normalisation), the centre square;
+# 16 validation images (ours).
+STYLE = {"iterations": 40000, "batch_size": 4, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.0,
+         "schedule": "constant", "augment": "none", "normalize": "none", "crop_size": 256, "val_size": 16}
+
+# sr's header: EDSR's training setup (Lim et al. 2017, Sec. 4.2): Adam at 1e-4 (AdamW without weight decay), batches
+# of 16 random 96x96 HR patches (48x48 LR at x2), flips and 90-degree rotations, [0, 1] pixels; constant rate (the
+# paper halves it every 200k updates); the paper's loss per model (sr_loss auto).
+SR = {"epochs": 20, "batch_size": 16, "optimizer": "adamw", "lr": 0.0001, "weight_decay": 0.0, "schedule": "constant",
+      "augment": "flip", "normalize": "none", "crop_size": 96, "sr_loss": "auto"}
+
 EXPECTED = {"paper_cifar10": PAPER_CIFAR10, "paper_imagenet": PAPER_IMAGENET, "short_cpu": SHORT_CPU,
-            "fast_cpu": FAST_CPU, "auto": AUTO, "segment": SEGMENT}
+            "fast_cpu": FAST_CPU, "auto": AUTO, "segment": SEGMENT, "style": STYLE, "sr": SR}
 
 
 def test_the_shipped_recipes_are_exactly_the_documented_ones():

@@ -39,6 +39,8 @@ from .precision import PRECISIONS, resolve_precision
 from .predict import check_runtime, load_run, predict
 from .report import render_comparison, render_run_report
 from .runtimes import DEFAULT_OPSET, RUNTIMES
+from .style import evaluate_style_run, stylize_files
+from .superres import evaluate_sr_run, predict_sr
 from .train import TrainingInterrupted, fit
 from .train.distributed import init_distributed, resolve_device
 
@@ -256,9 +258,9 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
     if not model and config:  # the model a --config names decides the default recipe too
         base = config if isinstance(config, dict) else (rundir.load_yaml_file(Path(config)) if Path(config).is_file() else {})
         model = base.get("model") if isinstance(base, dict) else None
-    segment = isinstance(model, str) and bool(model) and getattr(get_model_entry(model), "task", "classify") == "segment"
+    task = getattr(get_model_entry(model), "task", "classify") if isinstance(model, str) and model else "classify"
     cfg = resolve_config(args.model, recipe=args.recipe, config=config, arch=arch,
-                         default_recipe="segment" if segment else "auto", **given)
+                         default_recipe={"segment": "segment", "stylize": "style", "restore": "sr"}.get(task, "auto"), **given)
     if arch and cfg.model:
         check_arch(cfg.model, arch)
     return cfg
@@ -322,6 +324,10 @@ def _runtime_device(args: argparse.Namespace) -> str:
 @command("eval", "evaluate a trained run: top-1/top-5 error, per-class accuracy, confusion matrix; for a segmentation "
                  "run pixel error, Rand error, IoU and Dice", _eval_args)
 def cmd_eval(args: argparse.Namespace) -> int:
+    if run_task(args.run_dir) == "stylize":
+        return _eval_style(args)
+    if run_task(args.run_dir) == "restore":
+        return _eval_restore(args)
     if run_task(args.run_dir) == "segment":
         if args.runtime != "torch":
             raise ReslabError(f"--runtime {args.runtime} runs classification runs; {args.run_dir} is a segmentation run: "
@@ -361,6 +367,39 @@ def _eval_segmentation(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_style(args: argparse.Namespace) -> int:
+    for given, flag in ((args.protocol is not None, f"--protocol {args.protocol}"),
+                        (args.runtime != "torch", f"--runtime {args.runtime}")):
+        if given:
+            raise ReslabError(f"{flag} applies to classification runs; {args.run_dir} is a style-transfer run, evaluated "
+                              "by its perceptual loss on centre crops: drop it")
+    device = resolve_device(args.device)
+    ev = evaluate_style_run(args.run_dir, split=args.split, checkpoint=args.checkpoint, data=args.data,
+                            data_dir=args.data_dir, device=device, amp_dtype=resolve_precision(args.amp, device).dtype)
+    print(ev.summary())
+    print(f"wrote {ev.json_path} and {ev.plot_path}")
+    return 0
+
+
+def _eval_restore(args: argparse.Namespace) -> int:
+    for given, flag in ((args.protocol is not None, f"--protocol {args.protocol}"),
+                        (args.runtime != "torch", f"--runtime {args.runtime}")):
+        if given:
+            raise ReslabError(f"{flag} applies to classification runs; {args.run_dir} is a super-resolution run, evaluated "
+                              "on whole images by tiled inference: drop it")
+    device = resolve_device(args.device)
+    ev = evaluate_sr_run(args.run_dir, split=args.split, checkpoint=args.checkpoint, data=args.data,
+                         data_dir=args.data_dir, device=device, amp_dtype=resolve_precision(args.amp, device).dtype)
+    d = ev.to_dict()
+    model = rundir.read_config(args.run_dir).get("model")
+    print(format_table(["method", "PSNR (dB)", "SSIM"], [["bicubic", f"{d['bicubic']['psnr']:.2f}", f"{d['bicubic']['ssim']:.4f}"],
+                                                         [str(model), f"{d['psnr']:.2f}", f"{d['ssim']:.4f}"]], align="lrr"))
+    print(f"{ev.split} (tiled, x{d['scale']}, {ev.checkpoint} checkpoint, {d['n']} images; Y channel, {d['scale']}-pixel "
+          f"border shaved): PSNR {d['psnr']:.2f} dB ({d['gain_db']:+.2f} dB over bicubic)  SSIM {d['ssim']:.4f}")
+    print(f"wrote {ev.json_path} and {ev.plot_path}")
+    return 0
+
+
 def _fixed(v: float | None) -> str:
     return "-" if v is None else f"{v:.4f}"
 
@@ -373,7 +412,9 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
                    help="classification runs: classes to show per image (default: 5)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="segmentation runs: the folder for NAME_mask.png and NAME_overlay.png of each image "
-                        "(any image size; default: masks/)")
+                        "(any image size; default: masks/); style-transfer runs: NAME.png for one image, or the folder for "
+                        "NAME_stylized.png of each (default: stylized/); super-resolution runs: FILE.png for one image, or the "
+                        "folder for NAME_x<scale>.png of each (default: upscaled/)")
     p.add_argument("--checkpoint", default="best", metavar="CKPT", help="best, last or a .safetensors path (default: best)")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: auto)")
     _runtime_arg(p)
@@ -382,6 +423,10 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 
 @command("predict", "top-k classes with probabilities for image files; masks for a segmentation run", _predict_args)
 def cmd_predict(args: argparse.Namespace) -> int:
+    if run_task(args.run_dir) == "stylize":
+        return _predict_style(args)
+    if run_task(args.run_dir) == "restore":
+        return _predict_restore(args)
     if run_task(args.run_dir) == "segment":
         if args.runtime != "torch":
             raise ReslabError(f"--runtime {args.runtime} runs classification runs; {args.run_dir} is a segmentation run: "
@@ -405,6 +450,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(pred.path)
         for cls, prob in pred.top:
             print(f"  {prob * 100:6.2f}%  {cls}")
+    return 0
+
+
+def _predict_style(args: argparse.Namespace) -> int:
+    for given, flag in ((args.topk is not None, "--topk"), (args.runtime != "torch", f"--runtime {args.runtime}")):
+        if given:
+            raise ReslabError(f"{flag} applies to classification runs; {args.run_dir} is a style-transfer run, whose "
+                              "predictions are images: drop it (--out FILE.png or a folder says where they go)")
+    device = resolve_device(args.device)
+    run = load_run(args.run_dir, args.checkpoint, device)
+    for src, dst in stylize_files(run, args.images, args.out, amp_dtype=resolve_precision(args.amp, device).dtype):
+        print(f"{src} -> {dst}")
+    return 0
+
+
+def _predict_restore(args: argparse.Namespace) -> int:
+    for given, flag in ((args.topk is not None, "--topk"), (args.runtime != "torch", f"--runtime {args.runtime}")):
+        if given:
+            raise ReslabError(f"{flag} applies to classification runs; {args.run_dir} is a super-resolution run, whose "
+                              "predictions are images: drop it (--out FILE.png or a folder says where they go)")
+    device = resolve_device(args.device)
+    run = load_run(args.run_dir, args.checkpoint, device)
+    for p in predict_sr(run, args.images, args.out, amp_dtype=resolve_precision(args.amp, device).dtype):
+        print(f"{p.path} ({p.in_size[0]}x{p.in_size[1]}) -> {p.out_path} ({p.out_size[0]}x{p.out_size[1]})")
     return 0
 
 

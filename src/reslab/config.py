@@ -112,6 +112,19 @@ class RunConfig:
     border_sigma: float = _f(5.0, "segmentation: sigma of the border-weight map in pixels (the paper: 5)")
     elastic_sigma: float = _f(0.0, "segmentation: elastic deformation, the std of random displacements on a coarse "
                                    "3x3 grid in pixels (the U-Net paper: 10; 0: off)")
+    # style transfer (models of task stylize: style_johnson)
+    style: str | None = _f(None, "style transfer: the style image (any image PIL reads); copied into the run directory")
+    loss_net: str | None = _f(None, "style transfer: the loss network, torchvision's VGG-16 state dict "
+                                    "(vgg16-397923af.pth) or a reslab classifier run directory")
+    content_weight: float = _f(1e5, "style transfer: weight of the feature (content) loss at relu2_2")
+    style_weight: float = _f(1e10, "style transfer: weight of the Gram-matrix style loss over relu1_2, relu2_2, "
+                                   "relu3_3 and relu4_3")
+    tv_weight: float = _f(1.0, "style transfer: weight of the total-variation regulariser (0: off)")
+    # super-resolution (models of task restore: vdsr, edsr_baseline_x*, srresnet_x4)
+    scale: int | None = _f(None, "super-resolution: the upscaling factor (vdsr takes any, default 2; edsr_baseline_xN "
+                                 "and srresnet_x4 only their own N)")
+    sr_loss: Literal["auto", "l1", "l2"] = _f("auto", "super-resolution loss on [0, 1] pixels: auto is the paper's (L1 for "
+                                                      "EDSR, L2 for VDSR and SRResNet)")
     init_from: str | None = _f(None, "start the network (a U-Net's encoder) from these weights: a reslab run "
                                      "directory or a .safetensors / torchvision .pth state dict")
     num_workers: int = _f(2, "loader processes for streamed image folders", flag="--workers", runtime=True)
@@ -137,7 +150,7 @@ class RunConfig:
         finite = lambda v: v is None or math.isfinite(v)  # noqa: E731
         floats = ("lr", "momentum", "weight_decay", "gamma", "warmup_lr", "warmup_until_err", "label_smoothing",
                   "grad_clip", "color_jitter", "lighting", "ema_decay", "mixup", "cutmix", "random_erasing",
-                  "border_weight", "border_sigma", "elastic_sigma")
+                  "border_weight", "border_sigma", "elastic_sigma", "content_weight", "style_weight", "tv_weight")
         for key in floats:
             if not finite(getattr(self, key)):
                 raise ReslabError(f"{key} must be a finite number, got {getattr(self, key)}")
@@ -158,7 +171,11 @@ class RunConfig:
             (self.border_weight >= 0 and self.border_sigma > 0 and self.elastic_sigma >= 0,
              f"border_weight and elastic_sigma must be >= 0 and border_sigma > 0, got {self.border_weight}, "
              f"{self.elastic_sigma} and {self.border_sigma}"),
+            (self.content_weight >= 0 and self.style_weight >= 0 and self.tv_weight >= 0,
+             f"content_weight, style_weight and tv_weight must be >= 0, got {self.content_weight}, "
+             f"{self.style_weight} and {self.tv_weight}"),
             (self.crop_size > 0, f"crop_size must be a positive number of pixels, got {self.crop_size}"),
+            (self.scale is None or 2 <= self.scale <= 8, f"scale must be an integer from 2 to 8, got {self.scale}"),
             (self.image_size is None or self.image_size > 0, f"image_size must be a positive number of pixels, got {self.image_size}"),
             (self.log_every > 0 and self.eval_every > 0, "log_every and eval_every must be positive"),
             (self.warmup_lr is None or self.warmup_lr > 0, f"warmup_lr must be > 0, got {self.warmup_lr}"),
@@ -185,7 +202,7 @@ class RunConfig:
                 raise ReslabError(message)
         choices = {f.name: f.type for f in dataclasses.fields(self)}
         for key in ("schedule", "milestone_unit", "augment", "normalize", "test_protocol", "optimizer", "auto_augment",
-                    "seg_loss", "amp"):
+                    "seg_loss", "amp", "sr_loss"):
             allowed = _literal_values(choices[key])
             if getattr(self, key) not in allowed:
                 raise ReslabError(f"{key} must be one of {', '.join(allowed)}; got {getattr(self, key)!r}")

@@ -89,7 +89,11 @@ def _run_markdown(run: Run, *, confusion: Sequence[str]) -> str:
     ]
     if run.params() is not None:
         overview.append(("parameters", f"{run.params():,}"))
-    if best_err is not None:
+    style_run = bool(cfg.get("style"))  # a style-transfer run: losses, not error rates
+    if best_err is not None and style_run:
+        at = f" at epoch {best_epoch}" if best_epoch is not None else ""
+        overview.append(("best val loss", f"{_fmt(best_err, '.6g')}{at}"))
+    elif best_err is not None:
         at = f" at epoch {best_epoch}" if best_epoch is not None else ""
         overview.append(("best val error", f"{_fmt(best_err, '.2f')} %{at}"))
     else:
@@ -101,7 +105,11 @@ def _run_markdown(run: Run, *, confusion: Sequence[str]) -> str:
     out = [f"# Run {_md_text(run.name)}", ""]
     out += [f"- **{k}**: {v}" for k, v in overview]
     out += ["", "## Test error", ""]
-    if run.tests and "pixel_err" in run.tests[-1]:
+    if style_run:
+        out += _style_md(run)
+    elif run.tests and "psnr" in run.tests[-1]:
+        out += _restore_md(run)
+    elif run.tests and "pixel_err" in run.tests[-1]:
         out += _segmentation_md(run)
     elif run.tests:
         rows = [[_md_text(t.get("split", "test")), _md_text(t.get("protocol", "center")),
@@ -120,6 +128,12 @@ def _run_markdown(run: Run, *, confusion: Sequence[str]) -> str:
         for name in confusion:
             out += ["", f"![Confusion matrix {name[:-4]}]({PLOTS}/{name})", "", f"[{name} (full size)]({PLOTS}/{name})"]
     out += ["", "## Per epoch", ""]
+    if style_run and run.epochs:
+        keys = [("epoch", "d"), ("lr", ".4g"), ("train_loss", ".6g"), ("val_loss", ".6g"), ("val_content_loss", ".6g"),
+                ("val_style_loss", ".6g"), ("val_tv_loss", ".6g")]
+        rows = [[_fmt(e.get(k), spec) for k, spec in keys] for e in run.epochs]
+        out += _md_table(["epoch", "lr", "train loss", "val loss", "val content", "val style", "val tv"], rows, "rrrrrrr")
+        return "\n".join(out) + "\n"
     if not run.epochs:
         out.append("No epoch finished yet.")
     else:
@@ -164,6 +178,45 @@ def _segmentation_md(run: Run) -> list[str]:
     for name in sorted(p.name for p in (run.path / PLOTS).glob("segmentation*.png")):
         out += ["", f"![Segmentation {name[:-4]}]({PLOTS}/{name})", "",
                 "Each row: image | ground truth | prediction | errors (red)."]
+    return out
+
+
+def _restore_md(run: Run) -> list[str]:
+    """A super-resolution run's PSNR and SSIM beside bicubic upscaling, and its crop figures."""
+    rows = []
+    for t in run.tests:
+        b = t.get("bicubic") if isinstance(t.get("bicubic"), Mapping) else {}
+        rows.append([_md_text(t.get("split", "test")), _md_text(t.get("checkpoint") or _DASH), str(t.get("n", _DASH)),
+                     f"x{t.get('scale', _DASH)}", _fmt(b.get("psnr"), ".2f"), _fmt(t.get("psnr"), ".2f"),
+                     _fmt(t.get("gain_db"), "+.2f"), _fmt(b.get("ssim"), ".4f"), _fmt(t.get("ssim"), ".4f")])
+    out = _md_table(["split", "checkpoint", "images", "scale", "bicubic PSNR (dB)", "PSNR (dB)", "gain (dB)",
+                     "bicubic SSIM", "SSIM"], rows, "llrrrrrrr")
+    out += ["", "Whole images by tiled inference (exact at the seams); PSNR and SSIM on the Y channel (BT.601) with the "
+            "scale's pixels shaved at each border, by scikit-image, means over the images; the LR images are the HR "
+            "images downscaled by bicubic (antialiased) and rounded to 8 bits. The validation error is the RMS error "
+            "of Y in % of 255 over the validation pixels."]
+    for name in sorted(p.name for p in (run.path / PLOTS).glob("sr-*.png")):
+        out += ["", f"![Super-resolution {name[:-4]}]({PLOTS}/{name})", "",
+                "Each row: LR (its pixels drawn large) | bicubic | ours | HR, the same crop of each."]
+    return out
+
+
+def _style_md(run: Run) -> list[str]:
+    """A style-transfer run's test losses (unweighted terms and the weighted total) and its figures."""
+    out: list[str] = []
+    if run.tests:
+        rows = [[_md_text(t.get("split", "test")), _md_text(t.get("checkpoint") or _DASH), str(t.get("n", _DASH)),
+                 _fmt(t.get("loss"), ".6g"), _fmt(t.get("content_loss"), ".6g"), _fmt(t.get("style_loss"), ".6g"),
+                 _fmt(t.get("tv_loss"), ".6g")] for t in run.tests]
+        out += _md_table(["split", "checkpoint", "images", "perceptual loss", "content", "style", "tv"], rows, "llrrrrr")
+        w = run.tests[-1].get("weights") or {}
+        out += ["", f"Perceptual loss = {_fmt(w.get('content'), 'g')} x content + {_fmt(w.get('style'), 'g')} x style + "
+                f"{_fmt(w.get('tv'), 'g')} x tv, on centre crops of {run.config.get('crop_size')} pixels (Johnson et "
+                "al. 2016: feature loss at the content layer, Gram-matrix loss over the style layers, total variation)."]
+    else:
+        out.append("No test evaluation logged yet.")
+    for name in sorted(p.name for p in (run.path / PLOTS).glob("style-*.png")):
+        out += ["", f"![Style transfer {name[:-4]}]({PLOTS}/{name})", "", "Each row: content | style | output."]
     return out
 
 

@@ -30,6 +30,8 @@ from tests.models._helpers import meta_model, n_params, unfilled_model
 NAMES = list_models()
 CLASSIFIERS = [n for n in NAMES if get_model_entry(n).task == "classify"]
 SEGMENTERS = [n for n in NAMES if get_model_entry(n).task == "segment"]
+STYLIZERS = [n for n in NAMES if get_model_entry(n).task == "stylize"]  # their contract: tests/models/test_style.py
+RESTORERS = [n for n in NAMES if get_model_entry(n).task == "restore"]  # their contract: tests/models/test_sr.py
 GOLDEN = Path(__file__).with_name("golden_params.json")
 
 
@@ -57,7 +59,7 @@ def _shape_model(name: str, **overrides) -> torch.nn.Module:
 
 
 def test_every_name_has_a_known_task():
-    assert sorted(CLASSIFIERS + SEGMENTERS) == sorted(NAMES) and SEGMENTERS
+    assert sorted(CLASSIFIERS + SEGMENTERS + STYLIZERS + RESTORERS) == sorted(NAMES) and SEGMENTERS and STYLIZERS and RESTORERS
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)

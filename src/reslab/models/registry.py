@@ -23,7 +23,7 @@ from ..errors import ReslabError, UnknownModelError
 __all__ = ["ModelEntry", "register_model", "register_resolver", "make_entry", "create_model", "list_models",
            "get_model_entry", "TASKS"]
 
-TASKS = ("classify", "segment")
+TASKS = ("classify", "segment", "stylize", "restore")
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,9 @@ class ModelEntry:
 
     ``task`` is what the model predicts: ``"classify"`` (logits ``(N, K)``; every classifier is a
     :class:`~reslab.models.base.Backbone`) or ``"segment"`` (logits ``(N, K, H', W')``; a
-    :class:`~reslab.models.base.SegmentationModel`).
+    :class:`~reslab.models.base.SegmentationModel`); ``"stylize"``: images in [0, 1] to stylised
+    images of the same size (:class:`~reslab.models.style.StyleTransformNet`); ``"restore"``: a
+    low-resolution image to one ``model.scale`` times larger (super-resolution, :mod:`reslab.models.sr`).
     """
 
     name: str

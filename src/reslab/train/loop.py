@@ -30,6 +30,7 @@ from .._table import format_duration
 from ..config import RunConfig, auto_pending, check_resume, make_config
 from ..data import DatasetSplits, canonical_data_name, load_dataset
 from ..data.segmentation import MaskImages
+from ..data.sr import SRImages
 from ..errors import ReslabError
 from ..io import atomic_write_text
 from ..models import check_model_size, create_model, get_model_entry
@@ -41,10 +42,12 @@ from .distributed import DistContext, init_distributed, resolve_device
 from .init import init_weights
 from .logging import MetricsWriter, Progress, env_info
 from .pipeline import build_pipeline, make_optimizer, save_preprocess, seed_everything, wrap_model
+from .restore import RestoreTask
 from .schedule import LRSchedule
 from .segment import SegmentTask
 from .stats import all_reduce_stats, empty_stats, merge_stats
 from .stopping import StopFlag, TrainingDiverged, TrainingInterrupted, check_finite, should_stop, stop_signals
+from .stylize import StyleTask, absolute_style_paths, check_style_config
 from .task import Task
 
 __all__ = ["fit", "FitResult", "TrainingDiverged", "TrainingInterrupted", "task_for"]
@@ -60,25 +63,37 @@ class FitResult:
     best_val_err: float | None
     test: dict[str, Any] | None
     wall_time: float
+    selection_metric: str = "val_err"
 
     def summary(self) -> str:
         """One line: steps, time, best validation error, test error."""
         best = (f"best val err {self.best_val_err:.2f}% (epoch {self.best_epoch})" if self.best_val_err is not None
                 else "no validation split")
+        if self.best_val_err is not None and self.selection_metric != "val_err":  # a loss, not an error in percent
+            best = f"best {self.selection_metric.replace('_', ' ')} {self.best_val_err:.6g} (epoch {self.best_epoch})"
         test = ""
         if self.test and "top1_err" in self.test:
             test = f", test err {self.test['top1_err']:.2f}% ({self.test['protocol']})"
+        elif self.test and "psnr" in self.test:  # super-resolution
+            test = f", test PSNR {self.test['psnr']:.2f} dB (bicubic {self.test['bicubic']['psnr']:.2f} dB)"
+        elif self.test and "pixel_err" not in self.test and "loss" in self.test:
+            test = f", test loss {self.test['loss']:.6g} ({self.test['protocol']})"
         elif self.test:
             test = f", test pixel err {self.test['pixel_err']:.2f}% ({self.test['protocol']})"
         return f"{self.run_dir}: {self.steps} steps in {self.wall_time:.0f}s, {best}{test}"
 
 
 def task_for(cfg: RunConfig, model: nn.Module | None = None) -> Task:
-    """The task a config trains: its model's (``segment`` for unet*, hourglass*; ``classify`` otherwise)."""
+    """The task a config trains: its model's (``segment`` for unet*, hourglass*; ``stylize`` for style_johnson;
+    ``classify`` otherwise)."""
+    if getattr(get_model_entry(cfg.model), "task", "classify") == "stylize":
+        return StyleTask(cfg, model)
     if getattr(get_model_entry(cfg.model), "task", "classify") == "segment":
         if model is None:
             model = create_model(cfg.model, **cfg.model_args)
         return SegmentTask(cfg, model)
+    if getattr(get_model_entry(cfg.model), "task", "classify") == "restore":  # vdsr, edsr_baseline_x*, srresnet_x4
+        return RestoreTask(cfg, model if model is not None else create_model(cfg.model, **cfg.model_args))
     return ClassifyTask(cfg)
 
 
@@ -86,8 +101,21 @@ def check_task(cfg: RunConfig, splits: DatasetSplits) -> None:
     """A classifier on masks, or a segmentation network on labelled images, stops with what to train instead."""
     model_task = getattr(get_model_entry(cfg.model), "task", "classify")
     data_task = "segment" if isinstance(splits.train, MaskImages) else "classify"
+    if isinstance(splits.train, SRImages):
+        data_task = "restore"
+    if model_task == "stylize" and data_task in ("classify", "restore"):  # content images: labels ignored, or photos
+        check_style_config(cfg, splits)
+        return
+    if model_task != data_task and "restore" in (model_task, data_task):
+        raise ReslabError(f"{cfg.model} is a super-resolution network but {cfg.data} is not super-resolution data; give "
+                          "it photos: sr:PATH (a folder or archive of images)" if model_task == "restore" else
+                          f"{cfg.data} is super-resolution data (photos, no labels); train a super-resolution network "
+                          "on it: vdsr, edsr_baseline_x2, edsr_baseline_x3, edsr_baseline_x4 or srresnet_x4")
     if model_task == data_task:
         return
+    if model_task == "stylize":
+        raise ReslabError(f"{cfg.model} learns from content images, not {cfg.data}: give a folder of photos (sr:PATH) or "
+                          "a classification dataset (imagefolder:PATH, labels ignored)")
     if model_task == "segment":
         raise ReslabError(f"{cfg.model} is a segmentation network but {cfg.data} is a classification dataset; give it "
                           "images with masks (isbi2012:PATH, pennfudan:PATH or segfolder:PATH), or train a classifier")
@@ -144,7 +172,7 @@ def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool
     finally:
         if s.lock is not None:
             s.lock.release()
-    return FitResult(s.run_dir, status, s.step, s.epochs, s.best_epoch, s.best_err, test, wall)
+    return FitResult(s.run_dir, status, s.step, s.epochs, s.best_epoch, s.best_err, test, wall, s.task.selection_metric)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,6 +250,8 @@ def _setup(config: RunConfig, out: str | os.PathLike | None, resume: bool, data:
     ctx = init_distributed(device)
     # absolute image-folder paths: eval, predict and --resume then work from any directory
     cfg = dataclasses.replace(cfg, data=canonical_data_name(cfg.data))
+    if getattr(get_model_entry(cfg.model), "task", "classify") == "stylize":
+        cfg = absolute_style_paths(cfg)
     run_dir, resume, lock = _open_run_dir(cfg, out, resume, force, ctx)
     if resume and auto_pending(cfg):  # the saved run's choices, not new ones
         cfg = adopt_auto(make_config(rundir.read_config(run_dir)), cfg)
@@ -250,6 +280,9 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
     if auto_pending(cfg) and isinstance(splits.train, MaskImages):
         raise ReslabError("recipe auto chooses classification settings; train a segmentation network with recipe "
                           "segment (the default when no recipe is named: --recipe segment)")
+    if auto_pending(cfg) and isinstance(splits.train, SRImages):
+        raise ReslabError("recipe auto chooses classification settings; train a super-resolution network with recipe sr "
+                          "(the default when no recipe is named: --recipe sr)")
     if auto_pending(cfg):  # recipe auto: settings chosen from the data (rank 0's choice for every rank)
         if ctx.is_main:
             rundir.make_dirs(run_dir)
@@ -308,6 +341,9 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
         atomic_write_text(run_dir / rundir.ENV, json.dumps(env_info(device, cfg, ctx, params, precision), indent=2))
         save_preprocess(run_dir, normalizer, splits, cfg)
         atomic_write_text(run_dir / rundir.CLASSES, json.dumps(list(splits.classes)))
+        save_inputs = getattr(s.task, "save_inputs", None)  # files a task reads besides the data (a style image)
+        if save_inputs is not None:
+            save_inputs(run_dir)
         if not resume:
             s.metrics.write({"event": "start", "model": cfg.model, "data": cfg.data, "params": params,
                              "train": len(splits.train), "val": len(splits.val) if splits.val is not None else 0,
@@ -377,7 +413,7 @@ def _train_epoch(s: _Session, epoch: int, stop: StopFlag, on_step: Callable[[int
             m = s.task.train_metrics(so_far)
             s.metrics.write({"event": "step", "step": s.step, "epoch": round(epoch + (b + 1) / s.steps_per_epoch, 4),
                              "time": round(time.time() - s.t_start, 3), "lr": lr, "loss": m["train_loss"],
-                             "err": m["train_err"]})
+                             "err": m.get("train_err")})
         if ctx.is_main and s.progress.bar is not None:
             s.progress.update(s.step, f"epoch {epoch + 1}/{s.epochs}", f"loss {float(loss_d):.3f}  lr {lr:.4g}")
         if should_stop(ctx, device, stop):
@@ -422,9 +458,14 @@ def _end_epoch(s: _Session, epoch: int, record: dict[str, Any]) -> None:
     s.metrics.write(record)
     eta = (time.time() - s.t_start) / max(s.step, 1) * (s.total_steps - s.step) if s.step else 0
     val_txt = f"  val loss {record['val_loss']:.3f} err {record['val_err']:.2f}%" if "val_err" in record else ""
+    if "val_err" not in record and "val_loss" in record:  # tasks without an error rate (style transfer)
+        val_txt = f"  val loss {record['val_loss']:.6g}"
+    if "val_psnr" in record:  # super-resolution
+        val_txt += f" PSNR {record['val_psnr']:.2f} dB"
+    err_txt = f" err {record['train_err']:.2f}%" if "train_err" in record else ""
     if s.ctx.is_main:
-        s.progress.print(f"epoch {epoch + 1}/{s.epochs}  train loss {record['train_loss']:.3f} err "
-                         f"{record['train_err']:.2f}%{val_txt}  lr {record['lr']:.4g}  "
+        s.progress.print(f"epoch {epoch + 1}/{s.epochs}  train loss {record['train_loss']:.3f}{err_txt}"
+                         f"{val_txt}  lr {record['lr']:.4g}  "
                          f"{record['images_per_s']:.0f} img/s  eta {format_duration(eta)}")
     s.t_epoch, s.imgs_epoch = time.time(), 0
 

@@ -21,12 +21,16 @@ from ..data import DatasetSplits, FileImages
 from ..data.loader import FileLoader, SegLoader, TensorLoader
 from ..data.regularize import BatchRegularizer, PolicyAugment
 from ..data.segmentation import MaskImages, stack_for_normalizer
+from ..data.sr import SRImages, SRLoader
 from ..data.transforms import Normalizer, ResizeCenterCrop, ScaleAugment, resize_short_side_ratio
 from ..dense import legal_tile
 from ..errors import ReslabError
 from ..io import atomic_path
+from ..models import get_model_entry
 from ..segmetrics import unet_weight_map
+from ..superres import run_scale
 from .distributed import DistContext, convert_sync_batchnorm
+from .stylize import ContentLoader, content_loader
 
 __all__ = ["seed_everything", "build_pipeline", "fit_normalizer", "save_preprocess", "wrap_model",
            "make_optimizer"]
@@ -46,6 +50,11 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def fit_normalizer(cfg: RunConfig, splits: DatasetSplits) -> Normalizer:
     """The input normalisation, fitted on the training split (never validation or test)."""
     train = splits.train
+    if isinstance(train, SRImages):  # [0, 1] pixels: the super-resolution networks shift their own mean
+        if cfg.normalize != "none":
+            raise ReslabError(f"normalize {cfg.normalize}: super-resolution networks take [0, 1] pixels (EDSR subtracts "
+                              "its own mean); use --normalize none, as recipe sr does")
+        return Normalizer.fit("none", torch.zeros(0, splits.channels, 1, 1, dtype=torch.uint8))
     if isinstance(train, MaskImages):  # images of many sizes: per-channel statistics only
         if cfg.normalize == "per_pixel_mean":
             raise ReslabError("normalize per_pixel_mean needs images of one size; segmentation uses per_channel "
@@ -75,14 +84,19 @@ class _LoaderArgs(TypedDict):
 
 def build_pipeline(cfg: RunConfig, splits: DatasetSplits, device: torch.device, ctx: DistContext,
                    normalizer: Normalizer | None = None, model: nn.Module | None = None,
-                   ) -> tuple[TensorLoader | FileLoader | SegLoader, Normalizer]:
+                   ) -> tuple[TensorLoader | FileLoader | SegLoader | ContentLoader | SRLoader, Normalizer]:
     """The training loader and the normaliser, from the dataset splits and the recipe (and, for
-    segmentation, the model: the tile it takes and the margin its valid convolutions crop)."""
+    segmentation, the model: the tile it takes and the margin its valid convolutions crop; for style
+    transfer, content images in [0, 1]: :func:`reslab.train.stylize.content_loader`)."""
     train = splits.train
+    if getattr(get_model_entry(cfg.model), "task", "classify") == "stylize":
+        return content_loader(cfg, splits, device, ctx)
     if normalizer is None:
         normalizer = fit_normalizer(cfg, splits)
     if isinstance(train, MaskImages):
         return _segmentation_loader(cfg, train, device, ctx, normalizer, model), normalizer
+    if isinstance(train, SRImages):
+        return _restore_loader(cfg, train, device, ctx, model), normalizer
     common = _LoaderArgs(normalizer=normalizer, device=device, seed=cfg.seed, channels_last=cfg.channels_last,
                          rank=ctx.rank, world_size=ctx.world_size, balanced=cfg.balanced)
     regularizer = BatchRegularizer.from_config(cfg, len(splits.classes))  # random erasing, mixup, CutMix
@@ -115,6 +129,19 @@ def _segmentation_loader(cfg: RunConfig, train: MaskImages, device: torch.device
     return SegLoader(train, cfg.batch_size, crop_size=tile, margin=margin, normalizer=normalizer, device=device,
                      seed=cfg.seed, flips=flips, rot90=flips, elastic_sigma=cfg.elastic_sigma if flips else 0.0,
                      weights=weights, rank=ctx.rank, world_size=ctx.world_size, channels_last=cfg.channels_last)
+
+
+def _restore_loader(cfg: RunConfig, train: SRImages, device: torch.device, ctx: DistContext,
+                    model: nn.Module | None) -> SRLoader:
+    """Random HR patches of ``crop_size`` pixels with their bicubic-downscaled LR patches (at the
+    model's scale, :func:`reslab.superres.run_scale`), flips and quarter turns unless ``augment`` is
+    ``none``; the LR patches upscaled by bicubic for a network that takes that (VDSR)."""
+    if model is None:
+        raise ReslabError("a super-resolution pipeline needs the model (its scale and input)")
+    return SRLoader(train, cfg.batch_size, patch=cfg.crop_size, scale=run_scale(model, cfg.scale),
+                    upscaled_input=bool(getattr(model, "upscaled_input", False)), device=device, seed=cfg.seed,
+                    flips=cfg.augment != "none", rank=ctx.rank, world_size=ctx.world_size,
+                    channels_last=cfg.channels_last)
 
 
 def make_optimizer(cfg: RunConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
