@@ -25,11 +25,12 @@ from .models import (
 )
 from .predict import load_run, predict
 from .rundir import read_run
+from .superres import evaluate_sr_run, predict_sr
 from .train import fit, train_or_reuse
 
 __all__ = [
     "ReslabError", "UnknownModelError", "create_model", "list_models", "load_torchvision_state_dict",
     "load_weights", "model_info", "register_model", "save_weights", "load_dataset", "evaluate", "evaluate_run",
     "fit", "train_or_reuse", "RunConfig", "make_config", "resolve_config", "load_run", "predict", "read_run",
-    "evaluate_dense_run", "predict_masks", "__version__",
+    "evaluate_dense_run", "predict_masks", "evaluate_sr_run", "predict_sr", "__version__",
 ]

@@ -224,6 +224,9 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", protocol: str | No
     if run_task(run_dir) == "segment":
         raise ReslabError(f"{run_dir} is a segmentation run; evaluate it with reslab.evaluate_dense_run ('reslab eval' "
                           "chooses by itself): pixel error, Rand error, IoU and Dice")
+    if run_task(run_dir) == "restore":
+        raise ReslabError(f"{run_dir} is a super-resolution run; evaluate it with reslab.superres.evaluate_sr_run ('reslab "
+                          "eval' chooses by itself): PSNR and SSIM beside bicubic")
     check_runtime(runtime, device)
     run = load_run(run_dir, checkpoint, device)
     cfg = run.config

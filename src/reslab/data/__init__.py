@@ -7,7 +7,7 @@ names what it loads. Each dataset registers itself beside its loader: ``cifar.py
 split containers (``segmentation.MaskImages`` for masks).
 """
 
-from . import cifar, idx, imagefolder, segmentation  # noqa: F401  (registers the datasets, listed in this order)
+from . import cifar, idx, imagefolder, segmentation, sr  # noqa: F401  (registers the datasets, listed in this order)
 from .download import cache_dir
 from .idx import read_idx, write_idx
 from .imagefolder import IMAGE_EXTENSIONS

@@ -52,7 +52,8 @@ class DatasetEntry:
         streams: Accepts ``stream=True`` (otherwise it is always held in memory).
         task: What the dataset's targets are: ``"classify"`` (one label an image, :class:`TensorImages`
             or :class:`FileImages` splits) or ``"segment"`` (a class an image pixel,
-            :class:`~reslab.data.segmentation.MaskImages` splits).
+            :class:`~reslab.data.segmentation.MaskImages` splits) or ``"restore"`` (photos that are their own
+            targets, :class:`~reslab.data.sr.SRImages` splits).
         optional_path: Named both ``NAME`` (found in the data directories or downloaded) and
             ``NAME:PATH`` (``pennfudan:/data/PennFudanPed.zip``); listed as ``NAME``.
     """
@@ -73,7 +74,7 @@ class DatasetEntry:
         return f"{self.name}:PATH" if self.takes_path else self.name
 
 
-TASKS = ("classify", "segment")
+TASKS = ("classify", "segment", "restore")
 """The tasks a dataset may serve (:attr:`DatasetEntry.task`)."""
 
 _REGISTRY: dict[str, DatasetEntry] = {}

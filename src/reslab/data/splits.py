@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from .registry import LoadOptions  # annotation only: registry imports this module
     from .segmentation import MaskImages  # annotation only: segmentation imports this module
+    from .sr import SRImages  # annotation only: sr imports this module
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +151,9 @@ class DatasetSplits:
     classes: list[str]
     channels: int
     image_size: tuple[int, int] | None
-    train: TensorImages | FileImages | MaskImages
-    val: TensorImages | FileImages | MaskImages
-    test: TensorImages | FileImages | MaskImages | None
+    train: TensorImages | FileImages | MaskImages | SRImages
+    val: TensorImages | FileImages | MaskImages | SRImages
+    test: TensorImages | FileImages | MaskImages | SRImages | None
     info: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
 
