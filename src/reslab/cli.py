@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
+from . import analysis, experiments, rundir
 from . import bench as bench_mod
-from . import experiments, rundir
 from ._table import format_table
 from ._version import __version__
 from .config import RunConfig, list_recipes, load_recipe, resolve_config
@@ -650,6 +650,56 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         threads=args.threads, dry_run=args.dry_run, command=getattr(args, "command_line", None))
     if not args.dry_run:
         print(f"report: {report}\n{experiments.findings_text(report)}".rstrip())
+    return 0
+
+
+# -- reslab analyze --------------------------------------------------------------------------------
+def _analyze_args(p: argparse.ArgumentParser) -> None:
+    kinds = ", ".join([*analysis.KINDS, "report"])
+    p.add_argument("kind", help=f"one of {kinds}")
+    p.add_argument("targets", nargs="*",
+                   help="model names (measured at initialisation) and/or run directories (trained weights); "
+                        "cam: RUN IMAGE; report: a folder of analysis directories")
+    p.add_argument("--out", default=None, metavar="DIR", help="analysis directory (default: analyses/KIND-TARGETS)")
+    p.add_argument("--data", default="embedded", metavar="DATASET",
+                   help="images for model names (runs use their own): embedded (default, shipped with reslab), cifar10, "
+                        "imagefolder:PATH")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="where to look for the dataset's files first")
+    p.add_argument("--images", type=int, default=None, metavar="N",
+                   help="test images per target (default: gradients 32, shattering 8, paths 16, blocks 200, lesion 1000)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="initialisation and sampling seed (default: 0)")
+    p.add_argument("--checkpoint", default="last", metavar="CKPT", help="a run's best or last weights (default: last)")
+    p.add_argument("--samples", type=int, default=10, metavar="N",
+                   help="paths: block choices per length; lesion: random sets per k (default: 10)")
+    p.add_argument("--points", type=int, default=256, metavar="N", help="shattering: inputs per line (default: 256)")
+    p.add_argument("--lines", type=int, default=4, metavar="N", help="shattering: lines averaged (default: 4)")
+    p.add_argument("--class", dest="target_class", type=int, default=None, metavar="K",
+                   help="cam: the class index explained (default: the predicted class)")
+    p.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu, cuda[:N] or auto (default: cpu)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for torch (default: all cores; on a busy shared CPU 1 can be much faster)")
+
+
+@command("analyze", "why residual nets train: gradients, shattering, paths, blocks, lesion, cam, report", _analyze_args)
+def cmd_analyze(args: argparse.Namespace) -> int:
+    if args.kind == "report":
+        if len(args.targets) != 1:
+            raise ReslabError("analyze report takes one folder of analysis directories, e.g. reslab analyze report analyses/")
+        print(f"report: {analysis.render_collection(args.targets[0])}")
+        return 0
+    targets, image = list(args.targets), None
+    if args.kind == "cam":
+        if len(targets) != 2:
+            raise ReslabError("analyze cam takes a run directory and an image: reslab analyze cam RUN IMAGE")
+        targets, image = targets[:1], targets[1]
+    options = analysis.Options(data=args.data, data_dir=args.data_dir, images=args.images, seed=args.seed,
+                               checkpoint=args.checkpoint, device=args.device, samples=args.samples, points=args.points,
+                               lines=args.lines, image=image, target_class=args.target_class, threads=args.threads)
+    report = analysis.analyze(args.kind, targets, out=args.out, options=options,
+                              command=getattr(args, "command_line", None))
+    print(f"report: {report}")
+    for finding in analysis.read_analysis(report.parent)["findings"]:
+        print(f"  {finding}")
     return 0
 
 
