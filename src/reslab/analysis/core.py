@@ -204,6 +204,9 @@ def analyze(kind: str, targets: Sequence[str], *, out: str | Path | None = None,
         if models:
             raise ReslabError(f"{k.name} measures trained nets: give run directories, not model names ({', '.join(models)})")
     settings = {name: getattr(opts, name) for name in k.settings}
+    for name in ("data", "image"):  # recorded relative: analysis.json names no machine directory
+        if isinstance(settings.get(name), str):
+            settings[name] = portable_arg(settings[name])
     extra = Path(opts.image).stem if k.name == "cam" and opts.image else ""
     out = Path(out) if out is not None else default_out(k.name, resolved, extra)
     device = resolve_device(opts.device)
@@ -270,14 +273,15 @@ def portable_command(command: str) -> str:
         args = shlex.split(command)
     except ValueError:
         return command
-    out = []
-    for arg in args:
-        flag, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
-        prefix, colon, path = value.partition(":") if ":" in value and not value.startswith("/") else ("", "", value)
-        if os.path.isabs(path):
-            arg = f"{flag}{eq}{prefix}{colon}{os.path.relpath(path)}"
-        out.append(arg)
-    return shlex.join(out)
+    return shlex.join(portable_arg(arg) for arg in args)
+
+
+def portable_arg(arg: str) -> str:
+    """One argument (``/abs/x``, ``--out=/abs/x``, ``imagefolder:/abs/x``) with its absolute path made
+    relative to the working directory."""
+    flag, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    prefix, colon, path = value.partition(":") if ":" in value and not value.startswith("/") else ("", "", value)
+    return f"{flag}{eq}{prefix}{colon}{os.path.relpath(path)}" if os.path.isabs(path) else arg
 
 
 def _now() -> str:

@@ -14,7 +14,7 @@ from ..errors import ReslabError
 from ..plots import colours, new_figure, save_png
 from ..predict import LoadedRun
 from .blocks import block_ratios
-from .core import Kind, Options, Rendered, register_kind
+from .core import Kind, Options, Rendered, portable_arg, register_kind
 from .gradients import layer_gradient_norms
 from .lesion import error_rate, lesion_errors, random_lesion_errors
 from .paths import path_gradients, path_length_distribution
@@ -60,7 +60,7 @@ def _models(t: Target, o: Options, device: torch.device, *, trained: bool = True
 
 def _base(t: Target, model: nn.Module, batch, run) -> dict[str, Any]:
     return {"label": t.label, "model": run.config.model if run is not None else t.model, **_describe(model),
-            "data": batch.data, "images": len(batch.x)}
+            "data": portable_arg(batch.data), "images": len(batch.x)}
 
 
 def _series_style(m: dict[str, Any], colour) -> dict[str, Any]:

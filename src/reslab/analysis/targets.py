@@ -18,7 +18,7 @@ from ..errors import ReslabError
 from ..models import create_model, get_model_entry
 from ..predict import LoadedRun, load_run
 
-__all__ = ["Target", "resolve_target", "resolve_targets", "Batch", "test_batch", "init_model", "trained_model",
+__all__ = ["Target", "resolve_target", "resolve_targets", "Batch", "image_batch", "init_model", "trained_model",
            "target_batch"]
 
 
@@ -55,7 +55,8 @@ def resolve_target(text: str | os.PathLike) -> Target:
         if not rundir.is_run_dir(path):
             raise ReslabError(f"{s} is not a run directory (no config.yaml and checkpoints/); give a directory written by "
                               "'reslab train' or a model name such as resnet56")
-        return Target(path.name or s, f"run:{path.as_posix()}", run_dir=path)
+        # keyed by the path relative to the working directory: analysis.json names no machine directory
+        return Target(path.absolute().name, f"run:{Path(os.path.relpath(path.absolute())).as_posix()}", run_dir=path)
     entry = get_model_entry(s)  # unknown names: one line with close matches
     if entry.task != "classify":
         raise ReslabError(f"{s} is a {entry.task} model; analyses measure classifiers such as resnet56")
@@ -93,7 +94,7 @@ class Batch:
     extra: dict = field(default_factory=dict)
 
 
-def test_batch(data: str, n: int, *, data_dir: str | None = None, seed: int = 0,
+def image_batch(data: str, n: int, *, data_dir: str | None = None, seed: int = 0,
                channels: int | None = None, crop_size: int = 224) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """``n`` class-stratified test images (uint8) of dataset ``data`` and their labels (the validation
     split where there is no test split). Streamed datasets are decoded at ``crop_size``."""
@@ -141,11 +142,11 @@ def target_batch(target: Target, *, data: str, data_dir: str | None, images: int
     ``data`` normalised per channel with the batch's own statistics."""
     if run is not None:
         cfg = run.config
-        raw, y, classes = test_batch(cfg.data, images, data_dir=cfg.data_dir, seed=seed, channels=run.channels,
+        raw, y, classes = image_batch(cfg.data, images, data_dir=cfg.data_dir, seed=seed, channels=run.channels,
                                      crop_size=run.crop_size)
         norm = run.normalizer
     else:
-        raw, y, classes = test_batch(data, images, data_dir=data_dir, seed=seed)
+        raw, y, classes = image_batch(data, images, data_dir=data_dir, seed=seed)
         norm = Normalizer.fit("per_channel", raw)
     with torch.no_grad():
         x = norm.to(device)(raw.to(device))
