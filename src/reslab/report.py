@@ -104,7 +104,7 @@ def _run_markdown(run: Run, *, confusion: Sequence[str]) -> str:
 
     out = [f"# Run {_md_text(run.name)}", ""]
     out += [f"- **{k}**: {v}" for k, v in overview]
-    out += ["", "## Test error", ""]
+    out += ["", "## Test losses" if style_run else "## Test error", ""]
     if style_run:
         out += _style_md(run)
     elif run.tests and "psnr" in run.tests[-1]:
@@ -120,9 +120,10 @@ def _run_markdown(run: Run, *, confusion: Sequence[str]) -> str:
         out.append("No test evaluation logged yet.")
     out += _baselines_md(run)
     out += _auto_md(run)
-    out += ["", "## Error curves", "", f"![Training and validation error]({PLOTS}/curves.png)", "",
-            "Thin dashed line: training error; bold line: validation error "
-            "(the test error where the run has no validation split)."]
+    if not style_run:  # a style run logs losses, no error rate: its per-epoch table below has them
+        out += ["", "## Error curves", "", f"![Training and validation error]({PLOTS}/curves.png)", "",
+                "Thin dashed line: training error; bold line: validation error "
+                "(the test error where the run has no validation split)."]
     if confusion:
         out += ["", "## Confusion matrix"]
         for name in confusion:
