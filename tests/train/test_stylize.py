@@ -23,11 +23,13 @@ from PIL import Image
 
 from reslab import rundir
 from reslab.cli import main
-from reslab.data import load_dataset
+from reslab.config import make_config
+from reslab.data import FileImages, load_dataset
 from reslab.models import create_model
 from reslab.predict import load_run
 from reslab.style import PerceptualLoss, file_sha256, load_loss_network, load_style_image
-from reslab.train.stylize import PhotoLoader
+from reslab.train.distributed import DistContext
+from reslab.train.stylize import PhotoLoader, content_loader
 from tests.test_style import write_vgg16
 
 CROP = 32
@@ -258,3 +260,25 @@ def test_a_folder_of_photos_of_many_sizes_is_content_too(files, tmp_path):
     assert xa.shape == (3, 3, CROP, CROP) and xa.dtype == torch.uint8 and torch.equal(xa, xb)
     a.set_epoch(1)
     assert not torch.equal(next(a.iterate(1))[0], xb)
+
+
+def test_an_image_folder_of_many_sizes_is_streamed_and_cut_to_squares(files, tmp_path):
+    folder = tmp_path / "mixed"
+    rng = np.random.default_rng(8)
+    for split, n in (("train", 4), ("test", 1)):
+        for cls in ("a", "b"):
+            (folder / split / cls).mkdir(parents=True)
+            for i in range(n):
+                _blobs(rng, 64).resize((int(rng.integers(33, 70)), int(rng.integers(33, 70)))).save(
+                    folder / split / cls / f"{i}.png")
+    splits = load_dataset(f"imagefolder:{folder}", val_size=2)
+    assert isinstance(splits.train, FileImages)  # images of many sizes: streamed from disk
+    cfg = make_config(model="style_johnson", recipe="style", crop_size=CROP, batch_size=2, num_workers=0,
+                      style=str(files["style"]), loss_net=str(files["vgg"]))
+    loader, normalizer = content_loader(cfg, splits, torch.device("cpu"), DistContext())
+    x, y = next(loader.iterate(0))
+    assert x is y and x.shape == (2, 3, CROP, CROP) and 0 <= x.min() and x.max() <= 1 and normalizer.kind == "none"
+    run = tmp_path / "run"
+    argv = _train_args(files, "--iterations", "1")
+    argv[argv.index("--data") + 1] = f"imagefolder:{folder}"
+    assert main([*argv, "--out", str(run)]) == 0 and _records(run, "test")[-1]["n"] == 2
