@@ -666,7 +666,8 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
                         "imagefolder:PATH")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="where to look for the dataset's files first")
     p.add_argument("--images", type=int, default=None, metavar="N",
-                   help="test images per target (default: gradients 32, shattering 8, paths 16, blocks 200, lesion 1000)")
+                   help="test images per target (default: gradients 32, shattering 8, paths 16, blocks 200, lesion 1000, "
+                        "landscape 500)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="initialisation and sampling seed (default: 0)")
     p.add_argument("--checkpoint", default="last", metavar="CKPT", help="a run's best or last weights (default: last)")
     p.add_argument("--samples", type=int, default=10, metavar="N",
@@ -678,9 +679,15 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu, cuda[:N] or auto (default: cpu)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for torch (default: all cores; on a busy shared CPU 1 can be much faster)")
+    p.add_argument("--grid", type=int, default=21, metavar="N", help="landscape: points per axis, odd (default: 21)")
+    p.add_argument("--span", type=float, default=1.0, metavar="X", help="landscape: the grid covers [-X, X] (default: 1)")
+    p.add_argument("--2d", dest="two_d", action="store_true", help="landscape: a 2-D grid of two directions (default: a line)")
+    p.add_argument("--hessian-iters", type=int, default=20, metavar="N",
+                   help="landscape: power iterations per Hessian eigenvalue (default: 20)")
 
 
-@command("analyze", "why residual nets train: gradients, shattering, paths, blocks, lesion, cam, report", _analyze_args)
+@command("analyze", "why residual nets train: gradients, shattering, landscape, paths, blocks, lesion, cam, report",
+         _analyze_args)
 def cmd_analyze(args: argparse.Namespace) -> int:
     if args.kind == "report":
         if len(args.targets) != 1:
@@ -694,7 +701,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         targets, image = targets[:1], targets[1]
     options = analysis.Options(data=args.data, data_dir=args.data_dir, images=args.images, seed=args.seed,
                                checkpoint=args.checkpoint, device=args.device, samples=args.samples, points=args.points,
-                               lines=args.lines, image=image, target_class=args.target_class, threads=args.threads)
+                               lines=args.lines, image=image, target_class=args.target_class, threads=args.threads,
+                               grid=args.grid, span=args.span, two_d=args.two_d, hessian_iters=args.hessian_iters)
     report = analysis.analyze(args.kind, targets, out=args.out, options=options,
                               command=getattr(args, "command_line", None))
     print(f"report: {report}")

@@ -35,6 +35,7 @@ __all__ = ["ANALYSIS_FILE", "Options", "Rendered", "Kind", "register_kind", "KIN
            "read_analysis", "default_out", "is_analysis_dir", "render_collection", "wall_time"]
 
 ANALYSIS_FILE = "analysis.json"
+MAX_GRID = 101  # grid points per axis: 101 x 101 = 10,201 evaluations of the batch
 
 
 @dataclass
@@ -53,6 +54,10 @@ class Options:
         lines: lines averaged (shattering).
         image: the image explained (cam).
         target_class: the class explained (cam; default the predicted one).
+        grid: grid points per axis, odd so the centre is one (landscape).
+        span: the grid covers [-span, span] along each direction (landscape).
+        two_d: a 2-D grid along two directions instead of a line (landscape).
+        hessian_iters: power iterations per Hessian eigenvalue (landscape).
         threads: CPU threads for torch while measuring (default torch's; on a busy shared CPU 1 can be
             many times faster than 2).
     """
@@ -69,6 +74,10 @@ class Options:
     image: str | None = None
     target_class: int | None = None
     threads: int | None = None
+    grid: int = 21
+    span: float = 1.0
+    two_d: bool = False
+    hessian_iters: int = 20
 
 
 @dataclass
@@ -213,7 +222,6 @@ def analyze(kind: str, targets: Sequence[str], *, out: str | Path | None = None,
     record = _check_out(out, k, settings)
     created = not out.exists()
     lock = rundir.lock(out)
-    wrote = False
     threads = torch.get_num_threads()
     if opts.threads is not None:
         torch.set_num_threads(opts.threads)
@@ -225,6 +233,7 @@ def analyze(kind: str, targets: Sequence[str], *, out: str | Path | None = None,
                       "created": _now(), "sessions": []}
         session = {"started": _now(), "wall_time": 0.0}
         record["sessions"].append(session)
+        _write(out, record)  # from now on the folder is this analysis's: a killed run resumes in it
         t_start = time.perf_counter()
         for t in resolved:
             if all(e["key"] != t.key for e in record["targets"]):
@@ -238,21 +247,21 @@ def analyze(kind: str, targets: Sequence[str], *, out: str | Path | None = None,
             record["measurements"][t.key] = m
             session["wall_time"] = round(time.perf_counter() - t_start, 3)
             _write(out, record)
-            wrote = True
             print(f"{t.label}: measured in {format_duration(m['wall_time'])}", flush=True)
         session["wall_time"] = round(time.perf_counter() - t_start, 3)
         _write(out, record)
-        wrote = True
         return render_analysis(out)
     finally:
         torch.set_num_threads(threads)
         lock.release()
-        if created and not wrote:
+        # a new folder with nothing measured or cached (e.g. a bad target) is removed again
+        if created and not (record or {}).get("measurements") and \
+                all(p.name in (ANALYSIS_FILE, rundir.LOCK) for p in out.iterdir()):
             shutil.rmtree(out, ignore_errors=True)
 
 
 def _check_options(o: Options) -> None:
-    for name in ("images", "samples", "points", "lines"):
+    for name in ("images", "samples", "points", "lines", "hessian_iters"):
         v = getattr(o, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ReslabError(f"--{name} must be a positive integer, got {v!r}")
@@ -262,6 +271,10 @@ def _check_options(o: Options) -> None:
         raise ReslabError(f"--points must be at least 8, got {o.points}")
     if o.threads is not None and (isinstance(o.threads, bool) or not isinstance(o.threads, int) or o.threads < 1):
         raise ReslabError(f"--threads must be a positive integer, got {o.threads!r}")
+    if isinstance(o.grid, bool) or not isinstance(o.grid, int) or o.grid < 3 or o.grid % 2 == 0 or o.grid > MAX_GRID:
+        raise ReslabError(f"--grid must be an odd integer from 3 to {MAX_GRID} (the centre is a grid point), got {o.grid!r}")
+    if not (isinstance(o.span, (int, float)) and 0 < o.span <= 10):
+        raise ReslabError(f"--span must be a number in (0, 10], got {o.span!r}")
     if o.checkpoint not in ("best", "last"):
         raise ReslabError(f"--checkpoint must be best or last, got {o.checkpoint!r}")
 

@@ -22,7 +22,7 @@ from .shattering import autocorrelation, calibrate_bn, line_gradients, neighbour
 from .structure import has_shortcut, require_blocks
 from .targets import Batch, Target, init_model, target_batch, trained_model
 
-__all__ = ["GRADIENTS", "SHATTERING", "PATHS", "BLOCKS", "LESION", "CAM"]
+__all__ = ["GRADIENTS", "SHATTERING", "PATHS", "BLOCKS", "LESION", "CAM", "LANDSCAPE"]
 
 
 def _g(v: float | None) -> str:
@@ -485,3 +485,90 @@ CAM = register_kind(Kind(
     "Selvaraju et al. 2017, Grad-CAM (Eqs. 1-2)",
     "A class-discriminative heat map over one image from a trained classifier's last stage.",
     ("checkpoint", "image", "target_class"), _measure_cam, _render_cam, needs_run=True, one_target=True))
+
+
+# -- landscape ------------------------------------------------------------------------------------
+def _measure_landscape(t: Target, o: Options, device: torch.device, out: Path) -> dict[str, Any]:
+    import json
+
+    from ..io import atomic_write_text
+    from .landscape import filter_normalised_direction, hessian_extremes, loss_at
+
+    model, batch, state, run = _models(t, o, device)
+    gen = torch.Generator().manual_seed(o.seed)
+    dirs = [filter_normalised_direction(model, gen) for _ in range(2 if o.two_d else 1)]
+    alphas = [o.span * (2 * i / (o.grid - 1) - 1) for i in range(o.grid)]
+    cache = out / f"cells-{t.key.replace('/', '_').replace(':', '-')}.json"
+    try:  # grid cells of an interrupted measurement, with the same settings
+        cells: dict[str, list[float]] = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        cells = {}
+    coords = [(i, j) for i in range(o.grid) for j in (range(o.grid) if o.two_d else [0])]
+    todo = [c for c in coords if f"{c[0]},{c[1]}" not in cells]
+    if len(cells):
+        print(f"{t.label}: {len(cells)} of {len(coords)} grid cells cached, {len(todo)} to go", flush=True)
+    for n, (i, j) in enumerate(todo, start=1):
+        cells[f"{i},{j}"] = list(loss_at(model, dirs, [alphas[i], alphas[j]] if o.two_d else [alphas[i]],
+                                         batch.x, batch.y))
+        if n % 5 == 0 or n == len(todo):
+            atomic_write_text(cache, json.dumps(cells))
+    hx, hy = batch.x[:min(len(batch.x), 100)], batch.y[:min(len(batch.y), 100)]
+    lam_max, lam_min = hessian_extremes(model, hx, hy, iters=o.hessian_iters, seed=o.seed)
+    loss = [[cells[f"{i},{j}"][0] for j in (range(o.grid) if o.two_d else [0])] for i in range(o.grid)]
+    err = [[cells[f"{i},{j}"][1] for j in (range(o.grid) if o.two_d else [0])] for i in range(o.grid)]
+    return {**_base(t, model, batch, run), "weights": state, "alphas": alphas, "loss": loss, "error": err,
+            "two_d": o.two_d, "hessian_images": len(hx), "lambda_max": lam_max, "lambda_min": lam_min,
+            "ratio": abs(lam_min / lam_max) if lam_max else float("nan")}
+
+
+def _render_landscape(record: dict[str, Any], out: Path) -> Rendered:
+    ms = _ordered(record)
+    two_d = ms[0]["two_d"]
+    findings = []
+    if two_d:
+        fig = new_figure((5 * len(ms), 4.4))
+        axes = fig.subplots(1, len(ms), squeeze=False)[0]
+        for ax, m in zip(axes, ms):
+            a = m["alphas"]
+            cs = ax.contour(a, a, [list(r) for r in zip(*m["loss"])], levels=20)
+            ax.clabel(cs, fontsize=6)
+            ax.plot([0], [0], "k+")
+            ax.set_title(f"{m['label']}: loss (2-D, filter-normalised)")
+            ax.set_xlabel("alpha (direction 1)")
+            ax.set_ylabel("beta (direction 2)")
+    else:
+        fig = new_figure((8, 4.2))
+        ax = fig.add_subplot()
+        for m, c in zip(ms, colours(len(ms))):
+            ax.plot(m["alphas"], [r[0] for r in m["loss"]], color=c, label=m["label"],
+                    linestyle="--" if m.get("residual") is False else "-")
+        ax.set_xlabel("alpha (filter-normalised random direction)")
+        ax.set_ylabel("loss")
+        ax.set_yscale("log")
+        ax.set_title("Loss along a random direction (Li et al. 2018)")
+        ax.legend(fontsize=8)
+    save_png(fig, out / "landscape.png")
+    for m in ms:
+        line = [r[len(r) // 2] for r in m["loss"]]  # the alpha axis through the centre
+        centre = len(line) // 2
+        is_min = all(line[centre] <= v for v in line)
+        findings.append(f"{m['label']} ({m['weights']} weights): loss {_g(line[centre])} at the centre, "
+                        f"{_g(line[0])} / {_g(line[-1])} at alpha = {_g(m['alphas'][0])} / {_g(m['alphas'][-1])}; the centre is "
+                        f"{'the minimum' if is_min else 'not the minimum'} of the line; Hessian |lambda_min / lambda_max| = "
+                        f"{_g(m['ratio'])} (lambda_max {_g(m['lambda_max'])}, lambda_min {_g(m['lambda_min'])})")
+    settings = record.get("settings", {})
+    body = ["## Loss landscape", "", "![landscape](landscape.png)", "",
+            f"Loss on {ms[0]['images']} test images at theta + alpha d{' + beta d2' if two_d else ''} for {settings.get('grid')} "
+            f"values of each coordinate in [-{settings.get('span')}, {settings.get('span')}]; every filter of each random "
+            "direction scaled to the norm of the same filter of the weights, batch-norm parameters and biases left "
+            f"unperturbed. Hessian eigenvalues by power iteration on {ms[0]['hessian_images']} images."]
+    return Rendered(findings, body)
+
+
+LANDSCAPE = register_kind(Kind(
+    "landscape", "Loss landscape along filter-normalised directions",
+    "Li et al. 2018, Visualizing the loss landscape of neural nets (Secs. 4, 6, 7)",
+    "The loss of a trained net along one (or two, --2d) random filter-normalised directions around its weights, "
+    "grid cells cached so an interrupted run resumes, and the ratio of the Hessian's extreme eigenvalues.",
+    ("images", "seed", "checkpoint", "grid", "span", "two_d", "hessian_iters"), _measure_landscape, _render_landscape,
+    needs_run=True, images=500))
