@@ -1,14 +1,15 @@
 """Fast style transfer as a :class:`~reslab.train.task.Task` (Johnson, Alahi & Fei-Fei 2016): a
-transformation network (``style_johnson``) trained on content images from any classification
-dataset (labels ignored) with the perceptual loss of :mod:`reslab.style` to one style image.
+transformation network (``style_johnson``) trained on content images (any classification dataset,
+labels ignored, or ``sr:PATH``, a folder or archive of photos) with the perceptual loss of
+:mod:`reslab.style` to one style image.
 
-The training batches are content images in [0, 1], the network's input and the feature loss's
-target at once (:class:`ContentLoader`): the shorter side resized to ``crop_size`` (the paper: 256)
-and the centre square (``augment none``, recipe ``style``), or a random square and a random
-horizontal flip (any other ``augment``). Validation: the total perceptual loss on the held-out
-content images (lower is better: the selection metric ``val_loss``) and the figure
-``plots/style-val.png``; the test record: the content, style and TV losses on the test images and
-``plots/style-test.png``.
+The training batches are content images in [0, 1], the network's input and the feature loss's target
+at once (:class:`ContentLoader`): the shorter side resized to ``crop_size`` (the paper: 256) and the
+centre square (``augment none``, recipe ``style``), or a random square and a random horizontal flip
+(any other ``augment``; in-memory images of one size: the flip only). Validation: the total
+perceptual loss on the held-out content images (lower is better: the selection metric ``val_loss``)
+and the figure ``plots/style-val.png``; the test record: the content, style and TV losses on the
+test images and ``plots/style-test.png``.
 """
 
 from __future__ import annotations
