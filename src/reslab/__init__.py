@@ -9,6 +9,7 @@ The public API::
 """
 
 from ._version import __version__
+from .analysis import analyze
 from .config import RunConfig, make_config, resolve_config
 from .data import load_dataset
 from .dense import evaluate_dense_run, predict_masks
@@ -32,5 +33,5 @@ __all__ = [
     "ReslabError", "UnknownModelError", "create_model", "list_models", "load_torchvision_state_dict",
     "load_weights", "model_info", "register_model", "save_weights", "load_dataset", "evaluate", "evaluate_run",
     "fit", "train_or_reuse", "RunConfig", "make_config", "resolve_config", "load_run", "predict", "read_run",
-    "evaluate_dense_run", "predict_masks", "evaluate_sr_run", "predict_sr", "__version__",
+    "evaluate_dense_run", "predict_masks", "evaluate_sr_run", "predict_sr", "analyze", "__version__",
 ]
