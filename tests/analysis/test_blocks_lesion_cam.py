@@ -82,3 +82,14 @@ def test_grad_cam_is_the_hand_computation(images):
     assert float(cam.max()) == pytest.approx(1.0) and float(cam.min()) >= 0
     _, predicted, _ = grad_cam(model, x)
     assert predicted == int(model(x[None]).argmax())
+
+
+def test_spearman_matches_scipy():
+    from scipy.stats import spearmanr
+
+    from reslab.analysis.kinds import spearman
+
+    gen = torch.Generator().manual_seed(0)
+    for xs, ys in ([torch.rand(9, generator=gen).tolist(), torch.rand(9, generator=gen).tolist()],
+                   [[1.0, 2.0, 2.0, 3.0, 5.0], [0.5, 0.1, 0.1, 0.9, 0.7]]):
+        assert spearman(xs, ys) == pytest.approx(spearmanr(xs, ys).statistic, rel=1e-12)

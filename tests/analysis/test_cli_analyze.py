@@ -64,6 +64,7 @@ def test_run_analyses_and_one_report_over_all(run_dir, tmp_path, capsys, embedde
     report = (root / "report.md").read_text()
     for name in ("lesion/lesion.png", "blocks/blocks.png", "paths/paths.png", "cam/overlay.png"):
         assert f"]({name})" in report
+    assert "r20: Spearman rho = " in report and "over 9 blocks" in report  # blocks vs lesion, the same run
     for sub in ("lesion", "blocks", "paths", "cam"):
         for f in json.loads((root / sub / "analysis.json").read_text())["findings"]:
             assert f in report

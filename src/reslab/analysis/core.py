@@ -118,6 +118,9 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {}
+CROSS: list[Callable[[dict[str, dict[str, Any]]], list[str]]] = []
+"""Findings that combine analyses of one folder (``analyze report``): each gets ``{relative dir: record}``
+and returns markdown lines."""
 
 
 def register_kind(kind: Kind) -> Kind:
@@ -360,6 +363,9 @@ def render_collection(folder: str | Path) -> Path:
         parts += [f"## {record['title']}", "", f"[{rel}]({rel}/report.md): `{record.get('command', '')}` "
                   f"({format_duration(wall_time(record))})", "", *[f"- {f}" for f in record.get("findings", [])], "",
                   *[f"![{Path(f).stem}]({f})\n" for f in figures]]
+    records = {d.relative_to(folder).as_posix(): read_analysis(d) for d in found}
+    for combine in CROSS:
+        parts += combine(records)
     parts += [f"Total measuring time {format_duration(total)}."]
     md = "\n".join(parts) + "\n"
     atomic_write_text(folder / "report.md", md)

@@ -14,7 +14,7 @@ from ..errors import ReslabError
 from ..plots import colours, new_figure, save_png
 from ..predict import LoadedRun
 from .blocks import block_ratios
-from .core import Kind, Options, Rendered, portable_arg, register_kind
+from .core import CROSS, Kind, Options, Rendered, portable_arg, register_kind
 from .gradients import layer_gradient_norms
 from .lesion import error_rate, lesion_errors, random_lesion_errors
 from .paths import path_gradients, path_length_distribution
@@ -421,6 +421,55 @@ def _render_lesion(record: dict[str, Any], out: Path) -> Rendered:
             "(horizontal lines: the intact net); right: the mean over random sets of k deleted blocks. Dashed: plain "
             "nets, whose deleted block passes nothing on."]
     return Rendered(findings, body)
+
+
+def _ranks(xs: list[float]) -> list[float]:
+    order = sorted(range(len(xs)), key=xs.__getitem__)
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):  # ties share their mean rank
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2
+        i = j + 1
+    return ranks
+
+
+def spearman(xs: list[float], ys: list[float]) -> float:
+    """Spearman's rank correlation (ties by mean rank); nan when either side is constant."""
+    rx, ry = _ranks(xs), _ranks(ys)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sx = math.sqrt(sum((a - mx) ** 2 for a in rx))
+    sy = math.sqrt(sum((b - my) ** 2 for b in ry))
+    return cov / (sx * sy) if sx and sy else float("nan")
+
+
+def _blocks_vs_lesion(records: dict[str, dict[str, Any]]) -> list[str]:
+    """Does a block's branch size predict what deleting it costs? For every run measured by both."""
+    blocks = {k: (name, m) for name, r in records.items() if r["analysis"] == "blocks" for k, m in r["measurements"].items()}
+    lines = []
+    for name, r in records.items():
+        if r["analysis"] != "lesion":
+            continue
+        for key, m in r["measurements"].items():
+            if key not in blocks or len(blocks[key][1]["median"]) != len(m["single"]):
+                continue
+            b = blocks[key][1]
+            cost = [e - m["error"] for e in m["single"]]
+            rho = spearman(b["median"], cost)
+            lines.append(f"- {m['label']}: Spearman rho = {_g(rho)} between a block's median ||F(x)||/||x|| ({blocks[key][0]}) "
+                         f"and the test error its deletion adds ({name}), over {len(cost)} blocks")
+    if not lines:
+        return []
+    return ["## Skip or transform vs lesion", "",
+            "Does the size of a block's residual branch predict what deleting it costs (rho near 1: the nearly "
+            "switched-off blocks are the cheap ones to delete)?", "", *lines, ""]
+
+
+CROSS.append(_blocks_vs_lesion)
 
 
 LESION = register_kind(Kind(
