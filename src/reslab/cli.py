@@ -417,12 +417,20 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
                         "folder for NAME_x<scale>.png of each (default: upscaled/)")
     p.add_argument("--checkpoint", default="best", metavar="CKPT", help="best, last or a .safetensors path (default: best)")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--cam", default=None, metavar="DIR",
+                   help="classification runs: also write DIR/NAME_cam.png, the Grad-CAM heat map of the predicted class "
+                        "(default: none)")
     _runtime_arg(p)
     _amp_arg(p)
 
 
 @command("predict", "top-k classes with probabilities for image files; masks for a segmentation run", _predict_args)
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.cam is not None and run_task(args.run_dir) != "classify":
+        raise ReslabError(f"--cam draws Grad-CAM for classification runs; {args.run_dir} is a {run_task(args.run_dir)} run: "
+                          "drop --cam")
+    if args.cam is not None and args.runtime != "torch":
+        raise ReslabError(f"--cam needs the eager model's gradients; drop --runtime {args.runtime}")
     if run_task(args.run_dir) == "stylize":
         return _predict_style(args)
     if run_task(args.run_dir) == "restore":
@@ -450,6 +458,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(pred.path)
         for cls, prob in pred.top:
             print(f"  {prob * 100:6.2f}%  {cls}")
+    if args.cam is not None:
+        for src, cls, dst in analysis.write_cams(run, args.images, args.cam):
+            print(f"{src}: Grad-CAM of {cls} -> {dst}")
     return 0
 
 
@@ -664,7 +675,8 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="embedded", metavar="DATASET",
                    help="images for model names (runs use their own): embedded (default, shipped with reslab), cifar10, "
                         "imagefolder:PATH")
-    p.add_argument("--data-dir", default=None, metavar="DIR", help="where to look for the dataset's files first")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where to look for the dataset's files first (default: $RESLAB_DATA, then the cache)")
     p.add_argument("--images", type=int, default=None, metavar="N",
                    help="test images per target (default: gradients 32, shattering 8, paths 16, blocks 200, lesion 1000, "
                         "landscape 500)")

@@ -106,3 +106,20 @@ def test_bad_paths_are_one_line(run_dir, tmp_path, capsys):
     assert "out of range" in _error(capsys, ["analyze", "cam", str(run_dir), str(real), "--class", "10",
                                              "--out", str(tmp_path / "c")])
     assert not (tmp_path / "c").exists()
+
+
+def test_predict_cam_writes_an_overlay_per_image(run_dir, tmp_path, capsys, embedded):
+    from reslab.cli import main as cli
+
+    images = []
+    for i in range(2):
+        images.append(tmp_path / f"img{i}.png")
+        Image.fromarray(embedded.test.images[i, 0].numpy()).save(images[-1])
+    assert cli(["predict", str(run_dir), *map(str, images), "--cam", str(tmp_path / "cams"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    for i in range(2):
+        dst = tmp_path / "cams" / f"img{i}_cam.png"
+        assert "Grad-CAM of " in out and str(dst) in out
+        assert Image.open(dst).size == (28, 28) and Image.open(dst).mode == "RGB"
+    err = _error(capsys, ["predict", str(run_dir), str(images[0]), "--cam", str(tmp_path / "c2"), "--runtime", "onnxruntime"])
+    assert "--cam needs the eager model's gradients" in err and not (tmp_path / "c2").exists()

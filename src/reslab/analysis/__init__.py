@@ -24,7 +24,7 @@ The measurements themselves are functions of a model and tensors (:func:`layer_g
 
 from . import kinds as _kinds  # noqa: F401  (registers the analyses)
 from .blocks import block_ratios
-from .cam import grad_cam, overlay
+from .cam import grad_cam, overlay, write_cams
 from .core import KINDS, Options, analyze, read_analysis, render_analysis, render_collection
 from .gradients import layer_gradient_norms
 from .lesion import error_rate, lesion_errors, random_lesion_errors
@@ -37,4 +37,4 @@ __all__ = ["layer_responses", "analyze", "Options", "KINDS", "read_analysis", "r
            "layer_gradient_norms", "line_gradients", "autocorrelation", "neighbour_correlation",
            "white_noise_autocorrelation", "calibrate_bn", "path_length_distribution", "path_gradients",
            "path_gradient_vectors", "block_ratios", "error_rate", "lesion_errors", "random_lesion_errors", "grad_cam",
-           "overlay", "residual_blocks", "weighted_layers"]
+           "overlay", "write_cams", "residual_blocks", "weighted_layers"]

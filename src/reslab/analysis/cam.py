@@ -8,13 +8,17 @@ map is upsampled bilinearly to the input's size and scaled to [0, 1] for display
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ReslabError
+from ..predict import LoadedRun
 
-__all__ = ["last_stage", "grad_cam", "overlay"]
+__all__ = ["last_stage", "grad_cam", "overlay", "write_cams"]
 
 
 def last_stage(model: nn.Module) -> tuple[str, nn.Module]:
@@ -75,3 +79,28 @@ def overlay(image: torch.Tensor, cam: torch.Tensor, alpha: float = 0.5) -> torch
     heat = torch.as_tensor(colormaps["jet"](cam.clamp(0, 1).numpy())[..., :3], dtype=torch.float32)
     mixed = (1 - alpha) * rgb.permute(1, 2, 0).float() / 255 + alpha * heat
     return (mixed.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def write_cams(run: LoadedRun, paths: Sequence[str | Path], out_dir: str | Path) -> list[tuple[Path, str, Path]]:
+    """For each image file, ``out_dir/NAME_cam.png``: the Grad-CAM overlay of the run's predicted class on
+    the network's input (``reslab predict --cam DIR``). Returns ``(image, class, overlay)`` per image."""
+    from PIL import Image
+
+    from ..data.decode import open_image
+    from ..io import atomic_path
+    from ..predict import image_path
+
+    if run.runtime != "torch":
+        raise ReslabError(f"--cam needs the eager model's gradients; drop --runtime {run.runtime}")
+    param = next(run.model.parameters())
+    norm = run.normalizer.to(param.device)
+    out_dir = Path(out_dir)
+    done = []
+    for p in map(image_path, paths):
+        raw = run.preprocess(open_image(str(p), "L" if run.channels == 1 else "RGB"))
+        cam, cls, _ = grad_cam(run.model, norm(raw[None].to(param.device))[0])
+        dst = out_dir / f"{p.stem}_cam.png"
+        with atomic_path(dst) as tmp:
+            Image.fromarray(overlay(raw, cam.cpu()).numpy()).save(tmp, format="PNG")
+        done.append((p, run.classes[cls], dst))
+    return done
