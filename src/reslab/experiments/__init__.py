@@ -4,6 +4,7 @@
 - ``shortcuts``: shortcut options A, B, C (Sec. 3.3 / 4.1, Table 3) on CIFAR-scale ResNets.
 - ``depth``: ResNet-20 ... 1202, errors and parameters (Table 6).
 - ``responses``: std of each 3x3 layer's response of trained nets (Figure 7).
+- ``wide-vs-deep``: WRN-16-8 against ResNet-110 (Zagoruyko & Komodakis 2016): error, parameters, time.
 
 Each writes an experiment directory (``experiment.json``, one run directory per trained net under
 ``runs/``, ``results.json``, ``report.md`` / ``report.html``, ``plots/``) that sets our numbers
@@ -28,7 +29,7 @@ import torch
 
 from ..errors import ReslabError
 from ..train.distributed import resolve_device
-from . import degradation, depth, shortcuts
+from . import degradation, depth, shortcuts, wide
 from .base import ExperimentDef, read_experiment
 from .budgets import BUDGETS, Budget, get_budget
 from .responses import render_responses, run_responses
@@ -39,7 +40,7 @@ __all__ = ["EXPERIMENTS", "NAMES", "BUDGETS", "Budget", "ExperimentDef", "DEFAUL
            "resolve_budget", "render_experiment", "reproduce", "get_budget", "findings_text"]
 
 EXPERIMENTS: dict[str, ExperimentDef] = {e.name: e for e in (degradation.EXPERIMENT, shortcuts.EXPERIMENT,
-                                                             depth.EXPERIMENT)}
+                                                             depth.EXPERIMENT, wide.EXPERIMENT)}
 NAMES = (*EXPERIMENTS, "responses")
 DEFAULT_BUDGET = "auto"
 CPU_BUDGET = "cpu-30min"
