@@ -50,3 +50,26 @@ def test_paths_figures(section):
     assert "95% of them of length 20-34, but 90% of the gradient comes from paths of length 12-22, peaking at 16" in section
     assert "resnet56 (27 blocks, 2^27 paths): 95% of paths have length 8-18" in f and "gradient 6-14" in section
     assert "90% of the gradient (init weights) comes from paths of length 6-14" in f
+
+
+def test_trained_net_figures(section):
+    lesion = json.loads((ROOT / "results" / "analysis" / "lesion-embedded" / "analysis.json").read_text())
+    m = {x["label"]: x for x in lesion["measurements"].values()}
+    r, p = m["analysis-resnet20"], m["analysis-plain20"]
+    assert f"{r['error']:.3g} % intact" in section
+    assert f"{min(r['single']):.3g}-{max(r['single']):.3g} %" in section and r["single"][0] == max(r["single"])
+    means = {k: sum(v) / len(v) for k, v in r["random"].items()}
+    for k in ("1", "3", "9"):
+        assert f"{means[k]:.3g} %" in section
+    assert set(p["single"]) == {90.0} and "gives 90 %, chance" in section
+    f = " ".join(_findings("blocks-embedded")) + " ".join(_findings("landscape-embedded"))
+    for quoted in ("median ||F(x)||/||x|| over 9 blocks is 0.754 (block 7 lowest, 0.434; block 1 highest, 1.44)",
+                   "loss 0.689 at the centre, 25.4 / 24.5 at alpha = -1 / 1; the centre is the minimum of the line",
+                   "loss 0.743 at the centre, 33.7 / 2.83 at alpha = -1 / 1; the centre is the minimum of the line",
+                   "|lambda_min / lambda_max| = 4.41e-06", "|lambda_min / lambda_max| = 6.09e-06"):
+        assert quoted in f
+    for quoted in ("is 0.754 (block 7 lowest, 0.434; block 1 highest, 1.44)", "25.4 / 24.5", "33.7 / 2.83", "4.41e-06",
+                   "6.09e-06"):
+        assert quoted in section
+    report = (ROOT / "results" / "analysis" / "report.md").read_text()
+    assert "analysis-resnet20: Spearman rho = 0.45 between" in report and "Spearman rho = 0.45" in section

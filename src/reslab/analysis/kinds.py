@@ -460,6 +460,11 @@ def _blocks_vs_lesion(records: dict[str, dict[str, Any]]) -> list[str]:
             b = blocks[key][1]
             cost = [e - m["error"] for e in m["single"]]
             rho = spearman(b["median"], cost)
+            if math.isnan(rho):
+                lines.append(f"- {m['label']}: deleting any one of its {len(cost)} blocks costs the same "
+                             f"({_g(cost[0])} points of test error, {name}): the branch sizes ({blocks[key][0]}) cannot "
+                             "predict it")
+                continue
             lines.append(f"- {m['label']}: Spearman rho = {_g(rho)} between a block's median ||F(x)||/||x|| ({blocks[key][0]}) "
                          f"and the test error its deletion adds ({name}), over {len(cost)} blocks")
     if not lines:
@@ -604,13 +609,17 @@ def _render_landscape(record: dict[str, Any], out: Path) -> Rendered:
         findings.append(f"{m['label']} ({m['weights']} weights): loss {_g(line[centre])} at the centre, "
                         f"{_g(line[0])} / {_g(line[-1])} at alpha = {_g(m['alphas'][0])} / {_g(m['alphas'][-1])}; the centre is "
                         f"{'the minimum' if is_min else 'not the minimum'} of the line; Hessian |lambda_min / lambda_max| = "
-                        f"{_g(m['ratio'])} (lambda_max {_g(m['lambda_max'])}, lambda_min {_g(m['lambda_min'])})")
+                        f"{_g(m['ratio'])} (power iteration: lambda_max {_g(m['lambda_max'])}, lambda_min at most "
+                        f"{_g(m['lambda_min'])})")
     settings = record.get("settings", {})
     body = ["## Loss landscape", "", "![landscape](landscape.png)", "",
             f"Loss on {ms[0]['images']} test images at theta + alpha d{' + beta d2' if two_d else ''} for {settings.get('grid')} "
             f"values of each coordinate in [-{settings.get('span')}, {settings.get('span')}]; every filter of each random "
             "direction scaled to the norm of the same filter of the weights, batch-norm parameters and biases left "
-            f"unperturbed. Hessian eigenvalues by power iteration on {ms[0]['hessian_images']} images."]
+            f"unperturbed. Hessian eigenvalues by power iteration on {ms[0]['hessian_images']} images: the largest "
+            "first, then the other end of the spectrum from the Hessian shifted by it; a few iterations only bound "
+            "lambda_min from above (Li et al. use a Lanczos solver), so a ratio near 0 says little beyond 'no large "
+            "negative curvature found'."]
     return Rendered(findings, body)
 
 
