@@ -123,3 +123,25 @@ def test_landscape_bad_grid(run_dir, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert "--grid must be an odd integer from 3 to 101" in err and "\n" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_landscape_too_large_for_the_memory_is_refused_first(run_dir, tmp_path, capsys, monkeypatch):
+    from reslab.analysis import landscape
+
+    model = load_run(run_dir, "last").model
+    x = torch.zeros(8, 1, 28, 28)
+    small = landscape.memory_needed(model, x, chunk=8, hessian_images=8, directions=1)
+    large = landscape.memory_needed(model, x, chunk=250, hessian_images=100, directions=2)
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    assert weights * 3 < small < large
+    # free memory for about 10 images: the command says so before measuring anything
+    free = int(small * 1.3 / 0.8)
+    monkeypatch.setattr(landscape, "available_memory", lambda _device: free)
+    out = tmp_path / "o"
+    assert main(["analyze", "landscape", str(run_dir), "--images", "100", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the landscape would need about" in err and "GiB is free on cpu; --images " in err, err
+    assert "\n" not in err and not out.exists()
+    fits = int(err.split("--images ")[1].split()[0])
+    need = [landscape.memory_needed(model, x, chunk=n, hessian_images=n, directions=1) for n in (fits, fits + 1)]
+    assert 8 <= fits < 100 and need[0] <= 0.8 * free < need[1]

@@ -546,9 +546,10 @@ def _measure_landscape(t: Target, o: Options, device: torch.device, out: Path) -
     import json
 
     from ..io import atomic_write_text
-    from .landscape import filter_normalised_direction, hessian_extremes, loss_at
+    from .landscape import HESSIAN_IMAGES, check_memory, filter_normalised_direction, hessian_extremes, loss_at
 
     model, batch, state, run = _models(t, o, device)
+    check_memory(model, batch.x, images=len(batch.x), directions=2 if o.two_d else 1, device=device)
     gen = torch.Generator().manual_seed(o.seed)
     dirs = [filter_normalised_direction(model, gen) for _ in range(2 if o.two_d else 1)]
     alphas = [o.span * (2 * i / (o.grid - 1) - 1) for i in range(o.grid)]
@@ -566,7 +567,7 @@ def _measure_landscape(t: Target, o: Options, device: torch.device, out: Path) -
                                          batch.x, batch.y))
         if n % 5 == 0 or n == len(todo):
             atomic_write_text(cache, json.dumps(cells))
-    hx, hy = batch.x[:min(len(batch.x), 100)], batch.y[:min(len(batch.y), 100)]
+    hx, hy = batch.x[:HESSIAN_IMAGES], batch.y[:HESSIAN_IMAGES]
     lam_max, lam_min = hessian_extremes(model, hx, hy, iters=o.hessian_iters, seed=o.seed)
     loss = [[cells[f"{i},{j}"][0] for j in (range(o.grid) if o.two_d else [0])] for i in range(o.grid)]
     err = [[cells[f"{i},{j}"][1] for j in (range(o.grid) if o.two_d else [0])] for i in range(o.grid)]

@@ -23,7 +23,11 @@ from torch import nn
 
 from ..errors import ReslabError
 
-__all__ = ["filter_normalised_direction", "loss_at", "hessian_extremes"]
+CHUNK = 250  # images per forward pass of a grid cell
+HESSIAN_IMAGES = 100  # images of the Hessian's double-backward graph
+
+__all__ = ["filter_normalised_direction", "loss_at", "hessian_extremes", "available_memory", "memory_needed",
+           "check_memory"]
 
 
 def _weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -48,7 +52,7 @@ def filter_normalised_direction(model: nn.Module, generator: torch.Generator) ->
 
 @torch.no_grad()
 def loss_at(model: nn.Module, directions: Sequence[Sequence[torch.Tensor]], coords: Sequence[float], x: torch.Tensor,
-            y: torch.Tensor, *, chunk: int = 250) -> tuple[float, float]:
+            y: torch.Tensor, *, chunk: int = CHUNK) -> tuple[float, float]:
     """``(mean cross-entropy, top-1 error %)`` at ``theta + sum_i coords[i] * directions[i]``, in evaluation
     mode; the weights are restored exactly afterwards."""
     params = [p for _, p in _weights(model)]
@@ -112,3 +116,69 @@ def _power(hvp: Callable[[list[torch.Tensor]], list[torch.Tensor]], params: list
         lam = float(sum((a * b).sum() for a, b in zip(v, hv)))  # Rayleigh quotient
         v = [h.detach() for h in hv]
     return lam
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for tensors on ``device``: the GPU's free memory, or the CPU's ``MemAvailable``
+    (None where neither can be read)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+@torch.no_grad()
+def memory_needed(model: nn.Module, example: torch.Tensor, *, chunk: int, hessian_images: int, directions: int) -> int:
+    """Bytes a landscape measurement holds at its peak, estimated before it starts: the weights, a saved
+    copy and the directions, plus the larger of one evaluation chunk's activations and the Hessian's
+    double-backward graph (taken as 4 times the activations of ``hessian_images`` images)."""
+    sizes: list[int] = []
+
+    def hook(_m: nn.Module, _i: tuple, out: object) -> None:
+        if isinstance(out, torch.Tensor):
+            sizes.append(out.numel() * out.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    was_training = model.training
+    model.eval()
+    try:
+        model(example[:1])
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    per_image = sum(sizes)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return weights * (2 + directions) + max(chunk * per_image, 4 * hessian_images * per_image)
+
+
+def _need(model: nn.Module, example: torch.Tensor, images: int, directions: int) -> int:
+    return memory_needed(model, example, chunk=min(images, CHUNK), hessian_images=min(images, HESSIAN_IMAGES),
+                         directions=directions)
+
+
+def check_memory(model: nn.Module, example: torch.Tensor, *, images: int, directions: int, device: torch.device) -> None:
+    """Raise a one-line ReslabError when a landscape of ``images`` images would not fit in 80% of
+    ``device``'s free memory, saying how many images would."""
+    free = available_memory(device)
+    if free is None:
+        return
+    budget = 0.8 * free
+    need = _need(model, example, images, directions)
+    if need <= budget:
+        return
+    lo, hi = 0, images  # the most images that fit: _need grows with images
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _need(model, example, mid, directions) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    what = f"--images {lo} fits" if lo >= 2 else "not even 2 images fit: use a smaller model or another device"
+    raise ReslabError(f"the landscape would need about {need / 2**30:.1f} GiB but {free / 2**30:.1f} GiB is free on "
+                      f"{device}; {what}")
