@@ -145,3 +145,28 @@ def test_a_landscape_too_large_for_the_memory_is_refused_first(run_dir, tmp_path
     fits = int(err.split("--images ")[1].split()[0])
     need = [landscape.memory_needed(model, x, chunk=n, hessian_images=n, directions=1) for n in (fits, fits + 1)]
     assert 8 <= fits < 100 and need[0] <= 0.8 * free < need[1]
+
+
+def test_the_2d_grid_splits_over_torchrun_processes_and_gives_the_same_cells(run_dir, tmp_path, capsys, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    args = ["analyze", "landscape", str(run_dir), "--2d", "--grid", "3", "--images", "8", "--hessian-iters", "1"]
+    assert main([*args, "--out", str(tmp_path / "one"), "--threads", "1"]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RESLAB_CPU_BF16": "0"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                          "reslab", *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert two.returncode == 0, two.stderr
+    (a,) = json.loads((tmp_path / "one" / "analysis.json").read_text())["measurements"].values()
+    (b,) = json.loads((tmp_path / "two" / "analysis.json").read_text())["measurements"].values()
+    assert len(a["loss"]) == 3 and all(len(r) == 3 for r in a["loss"])
+    torch.testing.assert_close(torch.tensor(b["loss"]), torch.tensor(a["loss"]), rtol=1e-5, atol=0)
+    assert b["error"] == a["error"]
+    assert sorted(p.name for p in (tmp_path / "two").glob("cells-*")) == [p.name for p in (tmp_path / "one").glob("cells-*")]
+    # the other analyses run in one process
+    capsys.readouterr()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["analyze", "gradients", "resnet20", "--out", str(tmp_path / "g")]) == 2
+    assert "only landscape splits its grid over torchrun processes" in capsys.readouterr().err

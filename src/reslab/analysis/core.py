@@ -28,7 +28,7 @@ from .._version import __version__
 from ..errors import ReslabError
 from ..io import atomic_write_text
 from ..report import markdown_to_html
-from ..train.distributed import resolve_device
+from ..train.distributed import init_distributed, resolve_device
 from .targets import Target, resolve_targets
 
 __all__ = ["ANALYSIS_FILE", "Options", "Rendered", "Kind", "register_kind", "KINDS", "analyze", "render_analysis",
@@ -103,6 +103,7 @@ class Kind:
         needs_run: targets must be run directories (trained weights).
         images: test images per target unless the user says.
         one_target: takes exactly one target.
+        parallel: splits its work over torchrun processes (``measure`` runs on every process).
     """
 
     name: str
@@ -115,6 +116,7 @@ class Kind:
     needs_run: bool = False
     images: int = 32
     one_target: bool = False
+    parallel: bool = False
 
 
 KINDS: dict[str, Kind] = {}
@@ -221,10 +223,20 @@ def analyze(kind: str, targets: Sequence[str], *, out: str | Path | None = None,
             settings[name] = portable_arg(settings[name])
     extra = Path(opts.image).stem if k.name == "cam" and opts.image else ""
     out = Path(out) if out is not None else default_out(k.name, resolved, extra)
-    device = resolve_device(opts.device)
-    record = _check_out(out, k, settings)
-    created = not out.exists()
-    lock = rundir.lock(out)
+    device = resolve_device(opts.device, int(os.environ.get("LOCAL_RANK", "0")))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not k.parallel:
+        raise ReslabError(f"{k.name} runs in one process; only landscape splits its grid over torchrun processes")
+    ctx = init_distributed(device)
+    if ctx.enabled and not ctx.is_main:
+        return _follow(k, resolved, opts, device, out)
+    try:
+        record = _check_out(out, k, settings)
+        created = not out.exists()
+        lock = rundir.lock(out)
+    except BaseException:
+        if ctx.enabled:
+            _agree(False)  # the other processes stop too instead of waiting
+        raise
     threads = torch.get_num_threads()
     if opts.threads is not None:
         torch.set_num_threads(opts.threads)
@@ -237,6 +249,8 @@ def analyze(kind: str, targets: Sequence[str], *, out: str | Path | None = None,
         session = {"started": _now(), "wall_time": 0.0}
         record["sessions"].append(session)
         _write(out, record)  # from now on the folder is this analysis's: a killed run resumes in it
+        if ctx.enabled:
+            _agree(True)
         t_start = time.perf_counter()
         for t in resolved:
             if all(e["key"] != t.key for e in record["targets"]):
@@ -261,6 +275,29 @@ def analyze(kind: str, targets: Sequence[str], *, out: str | Path | None = None,
         if created and not (record or {}).get("measurements") and \
                 all(p.name in (ANALYSIS_FILE, rundir.LOCK) for p in out.iterdir()):
             shutil.rmtree(out, ignore_errors=True)
+
+
+def _agree(ok: bool | None) -> bool:
+    """Process 0 tells the others whether the analysis directory is ready (True) or it stopped (False)."""
+    import torch.distributed as dist
+
+    flag = [ok]
+    dist.broadcast_object_list(flag, src=0)
+    return bool(flag[0])
+
+
+def _follow(k: Kind, targets: Sequence[Target], opts: Options, device: torch.device, out: Path) -> Path:
+    """A torchrun process other than 0: measure its share of each target process 0 measures; process 0
+    gathers the shares and writes everything."""
+    if not _agree(None):
+        raise ReslabError("process 0 stopped (its message says why)")
+    done = read_analysis(out)["measurements"]
+    if opts.threads is not None:
+        torch.set_num_threads(opts.threads)
+    for t in targets:
+        if t.key not in done:
+            k.measure(t, opts, device, out)
+    return out / "report.md"
 
 
 def _check_options(o: Options) -> None:

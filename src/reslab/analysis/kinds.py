@@ -554,19 +554,39 @@ def _measure_landscape(t: Target, o: Options, device: torch.device, out: Path) -
     dirs = [filter_normalised_direction(model, gen) for _ in range(2 if o.two_d else 1)]
     alphas = [o.span * (2 * i / (o.grid - 1) - 1) for i in range(o.grid)]
     cache = out / f"cells-{t.key.replace('/', '_').replace(':', '-')}.json"
+    rank, world = _rank_world()
     try:  # grid cells of an interrupted measurement, with the same settings
         cells: dict[str, list[float]] = json.loads(cache.read_text())
     except (OSError, ValueError):
         cells = {}
     coords = [(i, j) for i in range(o.grid) for j in (range(o.grid) if o.two_d else [0])]
     todo = [c for c in coords if f"{c[0]},{c[1]}" not in cells]
-    if len(cells):
+    if cells and rank == 0:
         print(f"{t.label}: {len(cells)} of {len(coords)} grid cells cached, {len(todo)} to go", flush=True)
-    for n, (i, j) in enumerate(todo, start=1):
-        cells[f"{i},{j}"] = list(loss_at(model, dirs, [alphas[i], alphas[j]] if o.two_d else [alphas[i]],
-                                         batch.x, batch.y))
-        if n % 5 == 0 or n == len(todo):
-            atomic_write_text(cache, json.dumps(cells))
+    _barrier(world)  # every process has read the cache: process 0 may write it now
+    mine = todo[rank::world]  # torchrun: each process its share of the cells
+    own = cache if rank == 0 else cache.with_name(f"{cache.stem}.rank{rank}.json")
+    new: dict[str, list[float]] = {}
+    for n, (i, j) in enumerate(mine, start=1):
+        new[f"{i},{j}"] = list(loss_at(model, dirs, [alphas[i], alphas[j]] if o.two_d else [alphas[i]],
+                                       batch.x, batch.y))
+        if n % 5 == 0 or n == len(mine):
+            atomic_write_text(own, json.dumps({**cells, **new} if rank == 0 else new))
+    cells.update(new)
+    _barrier(world)
+    if rank != 0:
+        return {}
+    for r in range(1, world):  # the other processes' cells
+        part = cache.with_name(f"{cache.stem}.rank{r}.json")
+        try:
+            cells.update(json.loads(part.read_text()))
+        except (OSError, ValueError):
+            pass
+    for i, j in [c for c in coords if f"{c[0]},{c[1]}" not in cells]:  # a share that went missing
+        cells[f"{i},{j}"] = list(loss_at(model, dirs, [alphas[i], alphas[j]] if o.two_d else [alphas[i]], batch.x, batch.y))
+    atomic_write_text(cache, json.dumps(cells))
+    for r in range(1, world):
+        cache.with_name(f"{cache.stem}.rank{r}.json").unlink(missing_ok=True)
     hx, hy = batch.x[:HESSIAN_IMAGES], batch.y[:HESSIAN_IMAGES]
     lam_max, lam_min = hessian_extremes(model, hx, hy, iters=o.hessian_iters, seed=o.seed)
     loss = [[cells[f"{i},{j}"][0] for j in (range(o.grid) if o.two_d else [0])] for i in range(o.grid)]
@@ -574,6 +594,21 @@ def _measure_landscape(t: Target, o: Options, device: torch.device, out: Path) -
     return {**_base(t, model, batch, run), "weights": state, "alphas": alphas, "loss": loss, "error": err,
             "two_d": o.two_d, "hessian_images": len(hx), "lambda_max": lam_max, "lambda_min": lam_min,
             "ratio": abs(lam_min / lam_max) if lam_max else float("nan")}
+
+
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def _render_landscape(record: dict[str, Any], out: Path) -> Rendered:
@@ -630,4 +665,4 @@ LANDSCAPE = register_kind(Kind(
     "The loss of a trained net along one (or two, --2d) random filter-normalised directions around its weights, "
     "grid cells cached so an interrupted run resumes, and the ratio of the Hessian's extreme eigenvalues.",
     ("images", "seed", "checkpoint", "grid", "span", "two_d", "hessian_iters"), _measure_landscape, _render_landscape,
-    needs_run=True, images=500))
+    needs_run=True, images=500, parallel=True))
