@@ -9,7 +9,10 @@ Each analysis works on model names (the network at initialisation, seeded) and r
 - ``paths``: path lengths and the gradient per length (Veit et al. 2016, Fig. 6).
 - ``blocks``: ``||F(x)|| / ||x||`` per residual block and image.
 - ``lesion``: test error with residual blocks deleted (Veit et al. 2016).
-- ``cam``: Grad-CAM heat maps (Selvaraju et al. 2017).
+- ``landscape``: loss along filter-normalised random directions, Hessian eigenvalue ratio (Li et al. 2018);
+  under torchrun the grid cells are split over the processes.
+- ``cam``: Grad-CAM heat maps (Selvaraju et al. 2017); ``reslab predict --cam`` too.
+- ``report``: :func:`render_collection`, one report over a folder of analyses.
 - layer responses (He et al. 2015, Fig. 7): :func:`layer_responses`, used by ``reslab reproduce responses``.
 
 Python::

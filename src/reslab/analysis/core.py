@@ -196,7 +196,8 @@ def analyze(kind: str, targets: Sequence[str], *, out: str | Path | None = None,
     """Measure ``targets`` (model names at initialisation, or run directories) and write the report.
 
     Args:
-        kind: one of :data:`KINDS` (``gradients``, ``shattering``, ``paths``, ``blocks``, ``lesion``, ``cam``).
+        kind: one of :data:`KINDS` (``gradients``, ``shattering``, ``paths``, ``blocks``, ``lesion``, ``cam``,
+            ``landscape``).
         targets: model names and/or run directories.
         out: the analysis directory (default :func:`default_out`).
         options: what to measure on and how (:class:`Options`).
