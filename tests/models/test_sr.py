@@ -180,3 +180,15 @@ def test_srresnet_without_biases_and_with_shared_prelus_is_still_1_55m():
     prelus = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.PReLU))
     n_prelus = sum(isinstance(m, nn.PReLU) for m in model.modules())
     assert n_params(model) - biases - prelus + n_prelus == 1_546_771
+
+
+def test_vdsr_starts_from_he_initialisation():
+    """He et al. 2015, as the paper: weights of variance 2 / fan-in, zero biases (PyTorch's default init
+    leaves the 20-layer residual branch near zero, where training left it in a 300-step run)."""
+    torch.manual_seed(0)
+    model = VDSR()
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 20
+    for m in convs:
+        assert float(m.bias.detach().abs().max()) == 0
+        assert float(m.weight.detach().var()) == pytest.approx(2.0 / m.weight[0].numel(), rel=0.15)

@@ -146,3 +146,14 @@ def test_an_image_too_small_to_measure_is_named(sr_run, tmp_path, capsys):
 def test_restore_data_loads_with_the_runs_split(sr_run, photos):
     data = load_dataset(f"sr:{photos}")
     assert rundir.read_run(sr_run).tests[-1]["n"] == len(data.test)
+
+
+def test_resume_continues_exactly(photos, tmp_path):
+    base = ["--data", f"sr:{photos}", "--batch-size", "2", "--no-progress", "--device", "cpu", "--set", "tensorboard=false"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", *EDSR, *base, "--out", str(a), "--iterations", "2"]) == 0
+    assert main(["train", "--resume", str(a), *base[2:], "--iterations", "4"]) == 0
+    assert main(["train", *EDSR, *base, "--out", str(b), "--iterations", "4"]) == 0
+    resumed, straight = load_run(a, "last").model.state_dict(), load_run(b, "last").model.state_dict()
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+    assert rundir.read_run(a).end["step"] == 4

@@ -117,6 +117,13 @@ class VDSR(_SRNet):
             body += [_conv(width, width), nn.ReLU(inplace=True)]
         self.body = nn.Sequential(*body)
         self.tail = _conv(width, in_chans)
+        # He et al. 2015 initialisation, as the paper: with PyTorch's default (a third of the
+        # variance kept per layer) the 20-layer residual branch starts ~0 and stayed there in a
+        # 300-step run (test PSNR equal to bicubic's to 0.01 dB).
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.tail(self.body(self.head(x)))
