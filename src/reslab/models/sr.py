@@ -121,7 +121,7 @@ class VDSR(_SRNet):
         # variance kept per layer) the 20-layer residual branch starts ~0 and stayed there in a
         # 300-step run (test PSNR equal to bicubic's to 0.01 dB).
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d) and m.bias is not None:
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
 
