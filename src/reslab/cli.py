@@ -35,6 +35,7 @@ from .errors import ReslabError
 from .evaluate import evaluate_run
 from .export import DEFAULT_CHECK_IMAGES, FORMATS, export_run
 from .models import check_model_size, create_model, get_model_entry, list_models, model_info
+from .models.registry import TASK_NOUNS
 from .precision import PRECISIONS, resolve_precision
 from .predict import check_runtime, load_run, predict
 from .report import render_comparison, render_run_report
@@ -321,17 +322,22 @@ def _runtime_device(args: argparse.Namespace) -> str:
     return args.device
 
 
+def _refuse_runtime(args: argparse.Namespace) -> None:
+    """--runtime runs classification runs only: any other run with it is one line."""
+    if args.runtime != "torch" and (task := run_task(args.run_dir)) != "classify":
+        raise ReslabError(f"--runtime {args.runtime} runs classification runs; {args.run_dir} is a {TASK_NOUNS[task]} run: "
+                          "drop --runtime")
+
+
 @command("eval", "evaluate a trained run: top-1/top-5 error, per-class accuracy, confusion matrix; for a segmentation "
                  "run pixel error, Rand error, IoU and Dice", _eval_args)
 def cmd_eval(args: argparse.Namespace) -> int:
+    _refuse_runtime(args)
     if run_task(args.run_dir) == "stylize":
         return _eval_style(args)
     if run_task(args.run_dir) == "restore":
         return _eval_restore(args)
     if run_task(args.run_dir) == "segment":
-        if args.runtime != "torch":
-            raise ReslabError(f"--runtime {args.runtime} runs classification runs; {args.run_dir} is a segmentation run: "
-                              "drop --runtime")
         return _eval_segmentation(args)
     device = resolve_device(_runtime_device(args), int(os.environ.get("LOCAL_RANK", "0")))
     ctx = init_distributed(device)  # under torchrun each rank evaluates a disjoint shard
@@ -427,18 +433,16 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 @command("predict", "top-k classes with probabilities for image files; masks for a segmentation run", _predict_args)
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.cam is not None and run_task(args.run_dir) != "classify":
-        raise ReslabError(f"--cam draws Grad-CAM for classification runs; {args.run_dir} is a {run_task(args.run_dir)} run: "
+        raise ReslabError(f"--cam draws Grad-CAM for classification runs; {args.run_dir} is a {TASK_NOUNS[run_task(args.run_dir)]} run: "
                           "drop --cam")
     if args.cam is not None and args.runtime != "torch":
         raise ReslabError(f"--cam needs the eager model's gradients; drop --runtime {args.runtime}")
+    _refuse_runtime(args)
     if run_task(args.run_dir) == "stylize":
         return _predict_style(args)
     if run_task(args.run_dir) == "restore":
         return _predict_restore(args)
     if run_task(args.run_dir) == "segment":
-        if args.runtime != "torch":
-            raise ReslabError(f"--runtime {args.runtime} runs classification runs; {args.run_dir} is a segmentation run: "
-                              "drop --runtime")
         if args.topk is not None:
             raise ReslabError(f"--topk applies to classification runs; {args.run_dir} is a segmentation run, whose "
                               "predictions are masks: drop --topk (give --out DIR for where they go)")

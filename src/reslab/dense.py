@@ -55,7 +55,7 @@ SAMPLE_ROWS = 4
 
 
 def run_task(run_dir: str | Path) -> str:
-    """The task of a run directory's model: ``classify`` or ``segment``."""
+    """The task of a run directory's model: one of :data:`reslab.models.registry.TASKS`."""
     run_dir = Path(run_dir)
     if not rundir.is_run_dir(run_dir):
         raise ReslabError(f"{run_dir} is not a run directory (no config.yaml and checkpoints/); give a directory "

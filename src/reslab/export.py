@@ -34,6 +34,7 @@ from .dense import run_task
 from .errors import ReslabError
 from .io import atomic_path
 from .models.base import AuxOutput
+from .models.registry import TASK_NOUNS
 from .predict import LoadedRun, load_run, run_split
 from .runtimes import DEFAULT_OPSET, LogitsOnly, export_onnx, load_runtime, quantize_onnx_int8, require_runtime
 
@@ -300,8 +301,8 @@ def export_run(run_dir: str | Path, *, format: str = "onnx", out: str | Path, ch
     if format == "onnx":
         for pkg in ("onnx", "onnxscript", "onnxruntime"):
             require_runtime(pkg)
-    if run_task(run_dir) != "classify":
-        raise ReslabError(f"{run_dir} is a segmentation run; reslab export writes classification runs")
+    if (task := run_task(run_dir)) != "classify":
+        raise ReslabError(f"{run_dir} is a {TASK_NOUNS[task]} run; reslab export writes classification runs")
     run = load_run(run_dir, checkpoint, "cpu")
     meta = export_metadata(run)
     x, labels, source, splits = parity_images(run, check_images, data_dir)

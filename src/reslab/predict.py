@@ -22,6 +22,7 @@ from .data.decode import open_image
 from .data.transforms import Normalizer, ResizeCenterCrop, resize_short_side_ratio
 from .errors import ReslabError
 from .models import create_model, get_model_entry
+from .models.registry import TASK_NOUNS
 from .models.weights import load_state_dict_checked, read_safetensors
 from .precision import resolve_precision
 from .runtimes import RUNTIMES, export_onnx, load_runtime, require_runtime
@@ -162,8 +163,8 @@ def with_runtime(run: LoadedRun, runtime: str, *, threads: int | None = None) ->
     check_runtime(runtime)
     if runtime == "torch" or run.runtime == runtime:
         return run
-    if getattr(get_model_entry(run.config.model), "task", "classify") != "classify":
-        raise ReslabError(f"{run.run_dir} is a segmentation run; --runtime {runtime} runs classification runs: "
+    if (task := getattr(get_model_entry(run.config.model), "task", "classify")) != "classify":
+        raise ReslabError(f"{run.run_dir} is a {TASK_NOUNS[task]} run; --runtime {runtime} runs classification runs: "
                           "use --runtime torch")
     with tempfile.TemporaryDirectory(prefix="reslab-runtime-") as tmp:
         path = export_onnx(run.model, Path(tmp) / "model.onnx", input_shape=(1, *run.input_size))

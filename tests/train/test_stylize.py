@@ -232,6 +232,10 @@ def test_eval_and_predict_refuse_the_other_tasks_options(style_run, tmp_path, ca
         (["eval", str(style_run), "--protocol", "10crop"], "--protocol 10crop applies to classification runs"),
         (["predict", str(style_run), "x.png", "--topk", "3"], "--topk applies to classification runs"),
         (["predict", str(style_run), "a.png", "b.png", "--out", str(tmp_path / "one.png")], "names one file"),
+        (["eval", str(style_run), "--runtime", "onnxruntime"], "is a style-transfer run: drop --runtime"),
+        (["predict", str(style_run), "x.png", "--runtime", "openvino"], "is a style-transfer run: drop --runtime"),
+        (["export", str(style_run), "--format", "torchscript", "--out", str(tmp_path / "s.pt")],
+         "is a style-transfer run; reslab export writes classification runs"),
     ):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()

@@ -21,9 +21,12 @@ from torch import nn
 from ..errors import ReslabError, UnknownModelError
 
 __all__ = ["ModelEntry", "register_model", "register_resolver", "make_entry", "create_model", "list_models",
-           "get_model_entry", "TASKS"]
+           "get_model_entry", "TASKS", "TASK_NOUNS"]
 
 TASKS = ("classify", "segment", "stylize", "restore")
+TASK_NOUNS = {"classify": "classification", "segment": "segmentation", "stylize": "style-transfer",
+              "restore": "super-resolution"}
+"""How messages name a run of each task (\"... is a segmentation run\")."""
 
 
 @dataclass(frozen=True)
