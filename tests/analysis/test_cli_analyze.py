@@ -41,6 +41,14 @@ def test_gradients_writes_an_analysis_directory_and_reuses_it(tmp_path, capsys):
     assert "other settings (images 8 -> 16)" in err
 
 
+def test_without_out_the_directory_is_analyses_kind_targets(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["analyze", "gradients", "plain20", "--images", "4", "--threads", "1"]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "analyses" / "gradients-plain20" / "analysis.json").read_text())["analysis"] == "gradients"
+    assert [p.name for p in (tmp_path / "analyses").iterdir()] == ["gradients-plain20"]
+
+
 def test_run_analyses_and_one_report_over_all(run_dir, tmp_path, capsys, embedded):
     root = tmp_path / "analyses"
     common = ["--threads", "1", "--samples", "1"]
