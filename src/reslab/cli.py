@@ -438,14 +438,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.cam is not None and args.runtime != "torch":
         raise ReslabError(f"--cam needs the eager model's gradients; drop --runtime {args.runtime}")
     _refuse_runtime(args)
-    if run_task(args.run_dir) == "stylize":
+    task = run_task(args.run_dir)
+    if task != "classify" and args.topk is not None:
+        made, out = ("masks", "--out DIR") if task == "segment" else ("images", "--out FILE.png or a folder")
+        raise ReslabError(f"--topk applies to classification runs; {args.run_dir} is a {TASK_NOUNS[task]} run, whose "
+                          f"predictions are {made}: drop --topk ({out} says where they go)")
+    if task == "stylize":
         return _predict_style(args)
-    if run_task(args.run_dir) == "restore":
+    if task == "restore":
         return _predict_restore(args)
-    if run_task(args.run_dir) == "segment":
-        if args.topk is not None:
-            raise ReslabError(f"--topk applies to classification runs; {args.run_dir} is a segmentation run, whose "
-                              "predictions are masks: drop --topk (give --out DIR for where they go)")
+    if task == "segment":
         run = load_run(args.run_dir, args.checkpoint, resolve_device(args.device))
         for m in predict_masks(run, args.images, args.out or "masks"):
             share = ", ".join(f"{c} {100 * v:.1f}%" for c, v in m.fractions.items())
@@ -469,10 +471,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_style(args: argparse.Namespace) -> int:
-    for given, flag in ((args.topk is not None, "--topk"), (args.runtime != "torch", f"--runtime {args.runtime}")):
-        if given:
-            raise ReslabError(f"{flag} applies to classification runs; {args.run_dir} is a style-transfer run, whose "
-                              "predictions are images: drop it (--out FILE.png or a folder says where they go)")
     device = resolve_device(args.device)
     run = load_run(args.run_dir, args.checkpoint, device)
     for src, dst in stylize_files(run, args.images, args.out, amp_dtype=resolve_precision(args.amp, device).dtype):
@@ -481,10 +479,6 @@ def _predict_style(args: argparse.Namespace) -> int:
 
 
 def _predict_restore(args: argparse.Namespace) -> int:
-    for given, flag in ((args.topk is not None, "--topk"), (args.runtime != "torch", f"--runtime {args.runtime}")):
-        if given:
-            raise ReslabError(f"{flag} applies to classification runs; {args.run_dir} is a super-resolution run, whose "
-                              "predictions are images: drop it (--out FILE.png or a folder says where they go)")
     device = resolve_device(args.device)
     run = load_run(args.run_dir, args.checkpoint, device)
     for p in predict_sr(run, args.images, args.out, amp_dtype=resolve_precision(args.amp, device).dtype):
