@@ -46,8 +46,11 @@ def tiny_folder(root: Path) -> Path:
 
 def test_the_registered_names_in_order_each_with_one_line():
     assert dataset_names() == ["cifar10", "cifar100", "mnist", "fashion_mnist", "embedded", "imagefolder:PATH",
-                               "csv:PATH", "isbi2012:PATH", "pennfudan", "segfolder:PATH", "sr:PATH"]
-    assert [get_dataset_entry(n).task for n in dataset_names()] == ["classify"] * 7 + ["segment"] * 3 + ["restore"]
+                               "csv:PATH", "isbi2012:PATH", "pennfudan", "segfolder:PATH", "sr:PATH", "coco:PATH"]
+    assert [get_dataset_entry(n).task for n in dataset_names()] == ["classify"] * 7 + ["segment"] * 3 + ["restore",
+                                                                                                       "detect"]
+    assert [n for n in dataset_names() if len(get_dataset_entry(n).tasks) > 1] == ["pennfudan"]
+    assert get_dataset_entry("pennfudan").tasks == ("segment", "detect")
     assert list_datasets() == dataset_names()
     assert list_datasets("cifar*") == ["cifar10", "cifar100"]
     assert list_datasets("imagefolder") == ["imagefolder:PATH"]
@@ -70,6 +73,8 @@ def test_every_name_loads_or_says_which_file_goes_where(tmp_path):
             continue  # folders of images with masks: tests/data/test_segmentation.py
         if entry.task == "restore":
             continue  # photos without labels: tests/data/test_sr.py
+        if entry.task == "detect":
+            continue  # COCO-format JSON: tests/data/test_detection.py
         query = f"{entry.name}:{listed if entry.name == 'csv' else folder}" if entry.takes_path else name
         try:
             data = load_dataset(query, download=False, val_size=0)

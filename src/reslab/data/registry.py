@@ -12,13 +12,13 @@ import difflib
 import fnmatch
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import ReslabError
 from .splits import DEFAULT_VAL_FRACTION, DatasetSplits, report_classes, val_count
 
-__all__ = ["TASKS", "LoadOptions", "DatasetEntry", "register_dataset", "list_datasets", "dataset_names", "get_dataset_entry",
+__all__ = ["TASKS", "LoadOptions", "DatasetEntry", "register_dataset", "register_task", "list_datasets", "dataset_names", "get_dataset_entry",
            "canonical_data_name", "load_dataset"]
 
 
@@ -33,6 +33,8 @@ class LoadOptions:
     skip_bad: bool
     image_size: int | None
     stream: bool | None
+    task: str | None = None
+    """The task the splits are loaded for (one of the entry's :attr:`DatasetEntry.tasks`)."""
 
 
 Loader = Callable[[str, LoadOptions], DatasetSplits]
@@ -53,9 +55,13 @@ class DatasetEntry:
         task: What the dataset's targets are: ``"classify"`` (one label an image, :class:`TensorImages`
             or :class:`FileImages` splits) or ``"segment"`` (a class an image pixel,
             :class:`~reslab.data.segmentation.MaskImages` splits) or ``"restore"`` (photos that are their own
-            targets, :class:`~reslab.data.sr.SRImages` splits).
+            targets, :class:`~reslab.data.sr.SRImages` splits) or ``"detect"`` (boxes, labels and
+            instance masks, :class:`~reslab.data.detection.DetectionImages` splits): the task it is
+            loaded for unless :func:`load_dataset` is told another of :attr:`tasks`.
         optional_path: Named both ``NAME`` (found in the data directories or downloaded) and
             ``NAME:PATH`` (``pennfudan:/data/PennFudanPed.zip``); listed as ``NAME``.
+        other_tasks: The other tasks the dataset serves, each by its own loader (:func:`register_task`):
+            ``pennfudan`` is segmentation by default and detection on request.
     """
 
     name: str
@@ -67,6 +73,27 @@ class DatasetEntry:
     streams: bool = False
     task: str = "classify"
     optional_path: bool = False
+    other_tasks: tuple[tuple[str, Loader], ...] = ()
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Every task the dataset serves, its default (:attr:`task`) first."""
+        return (self.task, *(t for t, _ in self.other_tasks))
+
+    def loader_for(self, task: str | None = None) -> Loader:
+        """The loader of ``task`` (None: the default task).
+
+        Raises:
+            ReslabError: The dataset does not serve ``task`` (the message names the tasks it serves).
+        """
+        if task is None or task == self.task:
+            return self.loader
+        for t, loader in self.other_tasks:
+            if t == task:
+                return loader
+        serving = [e.usage for e in _REGISTRY.values() if task in e.tasks]
+        hint = f"; datasets for {task}: {', '.join(serving)}" if serving else ""
+        raise ReslabError(f"dataset {self.name} serves {' and '.join(self.tasks)}, not {task}{hint}")
 
     @property
     def usage(self) -> str:
@@ -74,7 +101,7 @@ class DatasetEntry:
         return f"{self.name}:PATH" if self.takes_path else self.name
 
 
-TASKS = ("classify", "segment", "restore")
+TASKS = ("classify", "segment", "restore", "detect")
 """The tasks a dataset may serve (:attr:`DatasetEntry.task`)."""
 
 _REGISTRY: dict[str, DatasetEntry] = {}
@@ -106,6 +133,30 @@ def register_dataset(name: str, *, description: str, aliases: tuple[str, ...] = 
                              takes_path, streams, task, optional_path)
         _REGISTRY[entry.name] = entry
         _LOOKUP.update(dict.fromkeys(keys, entry))
+        return loader
+
+    return add
+
+
+def register_task(name: str, task: str) -> Callable[[Loader], Loader]:
+    """Register the decorated ``loader(arg, options)`` as how dataset ``name`` (registered already,
+    with :func:`register_dataset`) serves ``task`` besides its default task.
+
+    Raises:
+        ValueError: Unknown dataset or task, or the dataset serves ``task`` already.
+    """
+    if task not in TASKS:
+        raise ValueError(f"dataset {name!r}: task must be one of {', '.join(TASKS)}, got {task!r}")
+
+    def add(loader: Loader) -> Loader:
+        entry = _REGISTRY.get(name.lower())
+        if entry is None:
+            raise ValueError(f"dataset {name!r} is not registered; register it before adding a task")
+        if task in entry.tasks:
+            raise ValueError(f"dataset {name!r} already serves {task}")
+        new = replace(entry, other_tasks=(*entry.other_tasks, (task, loader)))
+        _REGISTRY[entry.name] = new
+        _LOOKUP.update({k: new for k, e in _LOOKUP.items() if e is entry})
         return loader
 
     return add
@@ -167,7 +218,7 @@ def canonical_data_name(name: str) -> str:
 
 def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, val_size: int | float | None = None,
                  seed: int = 0, download: bool = True, skip_bad: bool = False, image_size: int | None = None,
-                 stream: bool | None = None) -> DatasetSplits:
+                 stream: bool | None = None, task: str | None = None) -> DatasetSplits:
     """Load a dataset by name into train / val / test splits.
 
     Args:
@@ -177,7 +228,10 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, val_si
             ``labels.json`` maps image paths to class names), or ``csv:FILE`` (lines of
             ``path,label[,split]``, :mod:`reslab.data.labels`); segmentation datasets
             ``isbi2012:PATH``, ``pennfudan`` (or ``pennfudan:PATH``) and ``segfolder:PATH``
-            (:mod:`reslab.data.segmentation`: splits of :class:`MaskImages`); aliases such as ``cifar-10``
+            (:mod:`reslab.data.segmentation`: splits of :class:`MaskImages`); detection datasets
+            ``pennfudan`` with ``task="detect"`` (one box and mask a person) and ``coco:PATH`` (a
+            COCO-format instances JSON, or a folder of ``train.json`` with optional ``val.json`` and
+            ``test.json``; :mod:`reslab.data.detection`: splits of ``DetectionImages``); aliases such as ``cifar-10``
             and ``Fashion-MNIST`` too (:func:`list_datasets`). An image folder held in
             memory is decoded once and cached as a uint8 tensor file, keyed by its path and the
             names, sizes and mtimes of its files (an archive: its path, size and mtime); an
@@ -196,6 +250,9 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, val_si
             resize only, masks by nearest neighbour).
         stream: Image folders only: True streams from disk (:class:`FileImages`), False insists
             on memory; None decides by size and whether the images share one size.
+        task: The task to load the dataset for, where it serves more than one
+            (:attr:`DatasetEntry.tasks`): ``load_dataset("pennfudan", task="detect")``; None is
+            the dataset's default task.
 
     Returns:
         The splits; ``info`` tells where the files came from (``root``, ``source``); ``stats``
@@ -207,6 +264,10 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, val_si
             to do.
     """
     entry, path = _resolve(name)
+    if task is not None and task not in TASKS:
+        raise ReslabError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    loader = entry.loader_for(task)
+    task = task or entry.task
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise ReslabError(f"image_size must be a positive integer, got {image_size!r}")
     if val_size is not None:
@@ -215,8 +276,8 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, val_si
         streaming = " and ".join(e.name for e in _REGISTRY.values() if e.streams)
         raise ReslabError(f"stream=True applies to {streaming} datasets; {entry.name} is always held in memory")
     options = LoadOptions(data_dir, entry.default_val_size if val_size is None else val_size, seed, download,
-                          skip_bad, image_size, stream)
-    data = entry.loader(path, options)
-    if entry.task == "classify":
+                          skip_bad, image_size, stream, task)
+    data = loader(path, options)
+    if task == "classify":
         report_classes(data)  # a segmentation loader fills its own stats (pixels per class)
     return data

@@ -65,6 +65,7 @@ from .transforms import pil_to_uint8
 
 __all__ = ["MaskImages", "ISBI_CLASSES", "ISBI_TEST_SLICES", "PENNFUDAN_CLASSES", "PENNFUDAN_IMAGES",
            "PENNFUDAN_TEST_FRACTION", "PENNFUDAN_TEST_SEED", "load_isbi2012", "load_pennfudan", "load_segfolder",
+           "pennfudan_source", "read_pennfudan", "pennfudan_test_draw",
            "read_mask", "resize_pair", "histogram", "stack_for_normalizer", "report_mask_classes", "SegLoader"]
 
 log = logging.getLogger(__name__)
@@ -514,6 +515,10 @@ def _person_mask(mask: torch.Tensor) -> torch.Tensor:
     return _binary(mask, 0)
 
 
+def _keep(mask: torch.Tensor) -> torch.Tensor:
+    return mask
+
+
 def _binary(mask: torch.Tensor, below: int) -> torch.Tensor:
     """1 where ``mask`` is over ``below``, else 0 (numpy: torch's elementwise ops took 20 ms a
     500x400 mask on a busy 2-core machine, numpy's 0.2 ms)."""
@@ -536,7 +541,7 @@ def _rgb(x: torch.Tensor) -> torch.Tensor:
     return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
 
 
-def _pennfudan_archive(archive: Path) -> MaskImages:
+def _pennfudan_archive(archive: Path, instances: bool = False) -> MaskImages:
     raw: dict[str, dict[str, tuple[str, bytes]]] = {"image": {}, "mask": {}}  # kind -> stem -> (member, bytes)
     try:
         for name, _, data in archive_members(archive, lambda n: _pennfudan_role(n) is not None):
@@ -554,24 +559,26 @@ def _pennfudan_archive(archive: Path) -> MaskImages:
         except BadImage as e:
             raise ReslabError(f"cannot decode image {item[0]} ({e}); replace the archive with a complete copy") from None
 
+    as_mask = _keep if instances else _person_mask
     image_names = {s: member for s, (member, _) in raw["image"].items()}
     mask_names = {s: member for s, (member, _) in raw["mask"].items()}
     _unpaired(image_names, mask_names, f"{archive} PNGImages/", f"{archive} PedMasks", lambda s: f"{s}_mask.png")
     with decoding_pool() as pool:
         images = dict(zip(raw["image"], pool.map(image, raw["image"].values())))
-        masks = dict(zip(raw["mask"], pool.map(lambda item: _person_mask(_mask_of(io.BytesIO(item[1]), item[0])),
+        masks = dict(zip(raw["mask"], pool.map(lambda item: as_mask(_mask_of(io.BytesIO(item[1]), item[0])),
                                                raw["mask"].values())))
     return _pennfudan_pairs(images, masks, image_names, mask_names, str(archive))
 
 
-def _pennfudan_folder(root: Path) -> MaskImages:
+def _pennfudan_folder(root: Path, instances: bool = False) -> MaskImages:
     image_files = {s: str(p) for s, p in _image_names(root / "PNGImages", "image", (".png",)).items()}
     mask_files = {stem[:-5]: str(p) for stem, p in _image_names(root / "PedMasks", "mask", (".png",)).items()
                   if stem.endswith("_mask")}
     _unpaired(image_files, mask_files, str(root / "PNGImages"), str(root / "PedMasks"), lambda s: f"{s}_mask.png")
     with decoding_pool() as pool:
         images = dict(zip(image_files, pool.map(lambda p: _image_file(p, "RGB"), image_files.values())))
-        masks = dict(zip(mask_files, pool.map(lambda p: _person_mask(read_mask(p)), mask_files.values())))
+        as_mask = _keep if instances else _person_mask
+        masks = dict(zip(mask_files, pool.map(lambda p: as_mask(read_mask(p)), mask_files.values())))
     return _pennfudan_pairs(images, masks, image_files, mask_files, str(root))
 
 
@@ -633,6 +640,23 @@ def _locate_pennfudan(options: LoadOptions) -> tuple[Path, str]:
                   description="Penn-Fudan pedestrians (person vs background masks, 170 photos, downloaded); or "
                               "pennfudan:PATH, the authors' PennFudanPed.zip, a .tar.gz of it, or the folder")
 def load_pennfudan(path: str, options: LoadOptions) -> DatasetSplits:
+    src, source, name = pennfudan_source(path, options)
+    full = _resized(read_pennfudan(src), options.image_size)
+    rest_idx, test_idx = pennfudan_test_draw(len(full), src)
+    train, val = _split_val(full.subset(rest_idx), options.val_size, options.seed, name)
+    info = {"root": str(src), "source": source, "val_from": "train" if len(val) else "none",
+            "test_from": f"a fixed {PENNFUDAN_TEST_FRACTION:.0%} of the images (seed {PENNFUDAN_TEST_SEED})"}
+    return _dataset(name, PENNFUDAN_CLASSES, train, val, full.subset(test_idx), info)
+
+
+def pennfudan_source(path: str, options: LoadOptions) -> tuple[Path, str, str]:
+    """(archive or folder, source, dataset name) of ``pennfudan`` (``path`` empty: found in the data
+    directories or the cache, else downloaded and verified) or ``pennfudan:PATH``.
+
+    Raises:
+        ReslabError: A path that is neither an archive nor a folder holding the Penn-Fudan tree; not
+            found offline; a failed or wrong download.
+    """
     if path:
         src = _absolute(path, "pennfudan:PATH")
         st = src.stat()
@@ -651,16 +675,27 @@ def load_pennfudan(path: str, options: LoadOptions) -> DatasetSplits:
     else:
         src, source = _locate_pennfudan(options)
         name = "pennfudan"
-    full = _pennfudan_archive(src) if src.is_file() else _pennfudan_folder(src)
-    full = _resized(full, options.image_size)
-    n_test = round(PENNFUDAN_TEST_FRACTION * len(full))
-    if len(full) - n_test < 1:
-        raise ReslabError(f"{src} holds {len(full)} image(s): too few to hold out a test set and train on")
-    rest_idx, test_idx = _draw(len(full), n_test, PENNFUDAN_TEST_SEED)
-    train, val = _split_val(full.subset(rest_idx), options.val_size, options.seed, name)
-    info = {"root": str(src), "source": source, "val_from": "train" if len(val) else "none",
-            "test_from": f"a fixed {PENNFUDAN_TEST_FRACTION:.0%} of the images (seed {PENNFUDAN_TEST_SEED})"}
-    return _dataset(name, PENNFUDAN_CLASSES, train, val, full.subset(test_idx), info)
+    return src, source, name
+
+
+def read_pennfudan(src: Path, *, instances: bool = False) -> MaskImages:
+    """All Penn-Fudan images of an archive or folder (:func:`pennfudan_source`), sorted by name, with
+    their masks: person (1) vs background (0), or with ``instances`` the authors' instance ids as
+    they are (0 background, 1..N one a person)."""
+    return _pennfudan_archive(src, instances) if src.is_file() else _pennfudan_folder(src, instances)
+
+
+def pennfudan_test_draw(n: int, where: str | os.PathLike) -> tuple[list[int], list[int]]:
+    """(rest, test): Penn-Fudan's fixed test draw of :data:`PENNFUDAN_TEST_FRACTION` of ``n`` images
+    (seed :data:`PENNFUDAN_TEST_SEED`, whatever seed a run uses), each sorted.
+
+    Raises:
+        ReslabError: Too few images (in ``where``) to leave any to train on.
+    """
+    n_test = round(PENNFUDAN_TEST_FRACTION * n)
+    if n - n_test < 1:
+        raise ReslabError(f"{where} holds {n} image(s): too few to hold out a test set and train on")
+    return _draw(n, n_test, PENNFUDAN_TEST_SEED)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from .transforms import pil_resize_center_crop, resize_center_crop
 if TYPE_CHECKING:
     from PIL import Image
 
+    from .detection import DetectionImages  # annotation only: detection imports this module
     from .registry import LoadOptions  # annotation only: registry imports this module
     from .segmentation import MaskImages  # annotation only: segmentation imports this module
     from .sr import SRImages  # annotation only: sr imports this module
@@ -130,7 +131,8 @@ class DatasetSplits:
         image_size: (H, W) of in-memory splits; None when streamed (or, for segmentation, when the
             images differ in size).
         train: The training set less the validation split (:class:`~reslab.data.segmentation.MaskImages`
-            for a segmentation dataset, whose ``classes`` name the mask values).
+            for a segmentation dataset, whose ``classes`` name the mask values;
+            :class:`~reslab.data.detection.DetectionImages` for detection, ``classes[0]`` the background).
         val: Held out of the training set (stratified, seeded); may be empty.
         test: The official test set, or None where the source has none.
         info: ``root`` (where the files are), ``source`` (``data_dir``, ``cache``, ``system``,
@@ -151,9 +153,9 @@ class DatasetSplits:
     classes: list[str]
     channels: int
     image_size: tuple[int, int] | None
-    train: TensorImages | FileImages | MaskImages | SRImages
-    val: TensorImages | FileImages | MaskImages | SRImages
-    test: TensorImages | FileImages | MaskImages | SRImages | None
+    train: TensorImages | FileImages | MaskImages | SRImages | DetectionImages
+    val: TensorImages | FileImages | MaskImages | SRImages | DetectionImages
+    test: TensorImages | FileImages | MaskImages | SRImages | DetectionImages | None
     info: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
 

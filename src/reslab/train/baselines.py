@@ -19,8 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..data import DatasetSplits, FileImages, MaskImages, TensorImages
-from ..data.sr import SRImages
+from ..data import DatasetSplits, FileImages, TensorImages
 
 __all__ = ["baselines", "majority_baseline", "fit_linear", "pixel_features", "WEIGHT_DECAYS", "MAX_IMAGES",
            "MAX_SIDE"]
@@ -97,10 +96,10 @@ def _err(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> 
 def baselines(splits: DatasetSplits, seed: int = 0) -> dict[str, Any]:
     """The majority-class and linear-on-pixels test errors (%) for ``splits``, with what they used."""
     train, test, val = splits.train, splits.test, splits.val
-    if test is None or len(test) == 0 or any(isinstance(s, (MaskImages, SRImages)) for s in (train, test, val)):
-        return {}  # classification only
-    assert not isinstance(train, (MaskImages, SRImages)) and not isinstance(test, (MaskImages, SRImages))
-    assert not isinstance(val, (MaskImages, SRImages))
+    if test is None or len(test) == 0 or not all(isinstance(s, (TensorImages, FileImages)) for s in (train, test, val)):
+        return {}  # classification only (not masks, photos to restore or detection targets)
+    assert isinstance(train, (TensorImages, FileImages)) and isinstance(test, (TensorImages, FileImages))
+    assert isinstance(val, (TensorImages, FileImages))
     t0 = time.time()
     k = len(splits.classes)
     xtr, ytr = pixel_features(train, seed)
