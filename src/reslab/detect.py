@@ -60,6 +60,7 @@ Row = tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor], str]
 def detector_num_classes(model: nn.Module) -> int:
     """K (background included) of a reslab ``Detector`` (its ``num_classes``) or of a torchvision
     Faster/Mask R-CNN or RetinaNet/FCOS."""
+    model = getattr(model, "module", model)  # DistributedDataParallel's wrapped module
     n = getattr(model, "num_classes", None)
     if isinstance(n, int):
         return n
@@ -155,7 +156,7 @@ def evaluate_detection(model: nn.Module, data: DetectionImages, *, device: torch
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     device = torch.device(device)
-    masks = bool(getattr(model, "has_masks", False)) and data.has_masks
+    masks = bool(getattr(getattr(model, "module", model), "has_masks", False)) and data.has_masks
     acc = CocoAccumulator(num_classes=detector_num_classes(model), iou_types=("bbox", "segm") if masks else ("bbox",))
     was_training = model.training
     model.eval()
@@ -343,19 +344,21 @@ class DetPrediction:
 
 
 @torch.no_grad()
-def _detect(model: nn.Module, image: torch.Tensor, size: int | None, device: torch.device) -> dict[str, torch.Tensor]:
-    """The detections of one uint8 image, in its own pixels: resized first to a shorter side of
-    ``size`` (as the run's data was), the boxes and masks mapped back."""
+def _detect(model: nn.Module, image: torch.Tensor, size: int | None, device: torch.device,
+            score_threshold: float) -> dict[str, torch.Tensor]:
+    """The detections of one uint8 image scoring at least ``score_threshold``, in the image's own
+    pixels: resized first to a shorter side of ``size`` (as the run's data was), the boxes and masks
+    mapped back (only the kept masks: an image's 100 full-size masks could take gigabytes)."""
     from torchvision.transforms.v2 import functional as TF
 
     h, w = image.shape[1:]
     x = TF.resize(image, [size], antialias=True) if size is not None else image  # as the data loader resizes
     out = model([x.to(device).float().div_(255)])[0]
-    pred = {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu() for k, v in out.items()}
+    keep = out["scores"] >= score_threshold
+    pred = {k: (v[keep].float() if v.is_floating_point() else v[keep]).cpu() for k, v in out.items()}
     rh, rw = x.shape[1:]
     if (rh, rw) != (h, w):
-        scale = torch.tensor([w / rw, h / rh, w / rw, h / rh])
-        pred["boxes"] = pred["boxes"] * scale
+        pred["boxes"] = pred["boxes"] * torch.tensor([w / rw, h / rh, w / rw, h / rh])
         if "masks" in pred and len(pred["masks"]):
             pred["masks"] = F.interpolate(pred["masks"], size=(h, w), mode="bilinear", align_corners=False)
     return pred
@@ -392,16 +395,15 @@ def predict_detections(run: LoadedRun, paths: Sequence[str | Path], out_dir: str
     results = []
     for path in map(image_path, paths):
         image = pil_to_uint8(open_image(str(path), "RGB"))
-        pred = _detect(run.model, image, run.config.image_size, device)
+        pred = _detect(run.model, image, run.config.image_size, device, score_threshold)
         drawn = draw_detections(image, pred["boxes"], pred["labels"], pred["scores"], pred.get("masks"), run.classes,
                                 score_threshold)
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / f"{path.stem}_det.png"
         with atomic_path(target) as tmp:
             Image.fromarray(np.ascontiguousarray(drawn.permute(1, 2, 0).numpy()), mode="RGB").save(tmp, format="PNG")
-        keep = (pred["scores"] >= score_threshold).nonzero().flatten().tolist()
-        found = [{"label": run.classes[int(pred["labels"][i])] if int(pred["labels"][i]) < len(run.classes)
-                  else str(int(pred["labels"][i])), "score": float(pred["scores"][i]),
-                  "box": [float(v) for v in pred["boxes"][i]]} for i in keep]
+        found = [{"label": run.classes[label] if 0 <= label < len(run.classes) else str(label), "score": score,
+                  "box": box} for label, score, box in zip(pred["labels"].tolist(), pred["scores"].tolist(),
+                                                           pred["boxes"].tolist())]
         results.append(DetPrediction(str(path), target, found))
     return results
