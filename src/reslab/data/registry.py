@@ -251,8 +251,10 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, val_si
         stream: Image folders only: True streams from disk (:class:`FileImages`), False insists
             on memory; None decides by size and whether the images share one size.
         task: The task to load the dataset for, where it serves more than one
-            (:attr:`DatasetEntry.tasks`): ``load_dataset("pennfudan", task="detect")``; None is
-            the dataset's default task.
+            (:attr:`DatasetEntry.tasks`): ``load_dataset("pennfudan", task="detect")``. None, or a
+            task the dataset does not serve, loads it for its default task (``fit`` passes its
+            model's task and then says what is wrong with data of another kind;
+            :meth:`DatasetEntry.loader_for` is the strict lookup).
 
     Returns:
         The splits; ``info`` tells where the files came from (``root``, ``source``); ``stats``
@@ -264,10 +266,10 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, val_si
             to do.
     """
     entry, path = _resolve(name)
-    if task is not None and task not in TASKS:
-        raise ReslabError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if task is not None and not isinstance(task, str):
+        raise ReslabError(f"task must be a task name such as 'detect', got {task!r}")
+    task = task if task in entry.tasks else entry.task
     loader = entry.loader_for(task)
-    task = task or entry.task
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise ReslabError(f"image_size must be a positive integer, got {image_size!r}")
     if val_size is not None:
