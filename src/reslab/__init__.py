@@ -16,7 +16,9 @@ from .dense import evaluate_dense_run, predict_masks
 from .errors import ReslabError, UnknownModelError
 from .evaluate import evaluate, evaluate_run
 from .models import (
+    Detector,
     create_model,
+    detection_backbone,
     list_models,
     load_torchvision_state_dict,
     load_weights,
@@ -34,4 +36,5 @@ __all__ = [
     "load_weights", "model_info", "register_model", "save_weights", "load_dataset", "evaluate", "evaluate_run",
     "fit", "train_or_reuse", "RunConfig", "make_config", "resolve_config", "load_run", "predict", "read_run",
     "evaluate_dense_run", "predict_masks", "evaluate_sr_run", "predict_sr", "analyze", "__version__",
+    "detection_backbone", "Detector",
 ]

@@ -32,6 +32,7 @@ CLASSIFIERS = [n for n in NAMES if get_model_entry(n).task == "classify"]
 SEGMENTERS = [n for n in NAMES if get_model_entry(n).task == "segment"]
 STYLIZERS = [n for n in NAMES if get_model_entry(n).task == "stylize"]  # their contract: tests/models/test_style.py
 RESTORERS = [n for n in NAMES if get_model_entry(n).task == "restore"]  # their contract: tests/models/test_sr.py
+DETECTORS = [n for n in NAMES if get_model_entry(n).task == "detect"]  # their contract: tests/models/test_detection.py
 GOLDEN = Path(__file__).with_name("golden_params.json")
 
 
@@ -59,7 +60,8 @@ def _shape_model(name: str, **overrides) -> torch.nn.Module:
 
 
 def test_every_name_has_a_known_task():
-    assert sorted(CLASSIFIERS + SEGMENTERS + STYLIZERS + RESTORERS) == sorted(NAMES) and SEGMENTERS and STYLIZERS and RESTORERS
+    assert sorted(CLASSIFIERS + SEGMENTERS + STYLIZERS + RESTORERS + DETECTORS) == sorted(NAMES)
+    assert SEGMENTERS and STYLIZERS and RESTORERS and DETECTORS
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
@@ -116,6 +118,13 @@ def test_segmentation_contract(name, golden):
     (out.pow(2).mean() + sum(a.pow(2).mean() for a in aux)).backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_detector_parameter_count(name, golden):
+    model = meta_model(name)
+    assert n_params(model) == golden[name], "rerun with RESLAB_REGEN_GOLDEN=1"
+    assert model.kind in ("fasterrcnn", "maskrcnn", "retinanet") and model.num_classes == 91 and model.in_chans == 3
 
 
 def _legal(model: SegmentationModel, side: int) -> bool:

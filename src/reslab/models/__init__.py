@@ -5,8 +5,9 @@ itself imports no family, so there is no import circle. Add a new family module 
 below.
 """
 
-from . import alexnet, densenet, googlenet, hourglass, inception_v3, lenet, resnet, sr, style, unet, vgg  # noqa: F401  (registers the names)
+from . import alexnet, densenet, detection, googlenet, hourglass, inception_v3, lenet, resnet, sr, style, unet, vgg  # noqa: F401  (registers the names)
 from .base import AuxOutput, Backbone, ClassifierHead, FeatureInfo, SegmentationModel, SpecBuilder
+from .detection import DetectionBackbone, Detector, detection_backbone
 from .hourglass import HourglassSpec, StackedHourglass
 from .info import ModelInfo, model_info
 from .registry import create_model, get_model_entry, list_models, register_model
@@ -18,7 +19,7 @@ from .weights import load_torchvision_state_dict, load_weights, save_weights
 
 __all__ = [
     "AuxOutput", "Backbone", "ClassifierHead", "FeatureInfo", "SegmentationModel", "SpecBuilder", "ModelInfo", "model_info",
-    "UNet", "UNetSpec", "BackboneUNet", "StackedHourglass", "HourglassSpec",
+    "UNet", "UNetSpec", "BackboneUNet", "DetectionBackbone", "Detector", "detection_backbone", "StackedHourglass", "HourglassSpec",
     "create_model", "get_model_entry", "list_models", "register_model", "ResNet", "ResNetSpec",
     "load_torchvision_state_dict", "load_weights", "save_weights", "check_model_size", "StyleNetSpec", "StyleTransformNet",
 ]

@@ -23,9 +23,9 @@ from ..errors import ReslabError, UnknownModelError
 __all__ = ["ModelEntry", "register_model", "register_resolver", "make_entry", "create_model", "list_models",
            "get_model_entry", "TASKS", "TASK_NOUNS"]
 
-TASKS = ("classify", "segment", "stylize", "restore")
+TASKS = ("classify", "segment", "stylize", "restore", "detect")
 TASK_NOUNS = {"classify": "classification", "segment": "segmentation", "stylize": "style-transfer",
-              "restore": "super-resolution"}
+              "restore": "super-resolution", "detect": "detection"}
 """How messages name a run of each task (\"... is a segmentation run\")."""
 
 
@@ -37,7 +37,9 @@ class ModelEntry:
     :class:`~reslab.models.base.Backbone`) or ``"segment"`` (logits ``(N, K, H', W')``; a
     :class:`~reslab.models.base.SegmentationModel`); ``"stylize"``: images in [0, 1] to stylised
     images of the same size (:class:`~reslab.models.style.StyleTransformNet`); ``"restore"``: a
-    low-resolution image to one ``model.scale`` times larger (super-resolution, :mod:`reslab.models.sr`).
+    low-resolution image to one ``model.scale`` times larger (super-resolution, :mod:`reslab.models.sr`);
+    ``"detect"``: a list of images to boxes, labels, scores (and masks) per image, torchvision's
+    detection contract (:class:`~reslab.models.detection.Detector`).
     """
 
     name: str
