@@ -336,6 +336,8 @@ def evaluate_detection_run(run_dir: str | Path, *, split: str = "test", checkpoi
 
 @dataclass
 class DetPrediction:
+    """What :func:`predict_detections` found in one image file, and where it drew it."""
+
     path: str
     out_path: Path
     detections: list[dict[str, Any]]
