@@ -17,7 +17,7 @@ from pycocotools.coco import COCO
 from reslab.data import DetectionImages, DetLoader, get_dataset_entry, load_dataset
 from reslab.data import download as dl
 from reslab.data import segmentation as seg
-from reslab.data.detection import boxes_from_masks
+from reslab.data.detection import _boxes_on_device, boxes_from_masks
 from reslab.errors import ReslabError
 
 from .conftest import isolated_cache
@@ -34,6 +34,18 @@ def box_of(mask: np.ndarray) -> list[float]:
     """The box of a 0/1 mask at pixel edges, by hand."""
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     return [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)]
+
+
+def test_boxes_from_masks_at_pixel_edges():
+    masks = torch.zeros(4, 9, 11, dtype=torch.uint8)
+    masks[0, 2:5, 3:8] = 1
+    masks[1, 8, 10] = 1  # one pixel in the corner
+    masks[2, 0:9, 0] = 1
+    masks[2, 4, 6] = 1
+    want = [[3, 2, 8, 5], [10, 8, 11, 9], [0, 0, 7, 9], [0, 0, 0, 0]]  # the empty mask: zeros
+    assert boxes_from_masks(masks).tolist() == want and boxes_from_masks(masks).dtype == torch.float32
+    assert _boxes_on_device(masks).tolist() == want  # the GPU's path, run here on the CPU
+    assert boxes_from_masks(masks[:0]).shape == (0, 4)
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,6 +138,19 @@ def test_pennfudan_detection_downloads_like_segmentation(server, monkeypatch, ca
     assert data.stats["instances"]["train"] + data.stats["instances"]["test"] == sum(int(a[1].max())
                                                                                      for a in arrays.values())
     assert load_dataset("pennfudan", task="detect", val_size=0).info["source"] == "cache"
+
+
+def test_unpaired_pennfudan_files_are_named_in_detection_mode(tmp_path):
+    root = write_pf(tmp_path / "a", pf_arrays(3, seed=2))
+    stem = sorted(pf_arrays(3, seed=2))[1]
+    (root / "PennFudanPed" / "PedMasks" / f"{stem}_mask.png").unlink()
+    with pytest.raises(ReslabError, match=rf"image .*PNGImages/{stem}\.png has no mask \(expected "
+                                          rf".*PedMasks/{stem}_mask\.png\)"):
+        load_dataset(f"pennfudan:{root}", task="detect")
+    root = write_pf(tmp_path / "b", pf_arrays(3, seed=2))
+    (root / "PennFudanPed" / "PNGImages" / f"{stem}.png").unlink()
+    with pytest.raises(ReslabError, match=rf"mask .*PedMasks/{stem}_mask\.png has no image"):
+        load_dataset(f"pennfudan:{root}", task="detect")
 
 
 @pytest.mark.skipif(not PENNFUDAN.is_file(), reason=f"{PENNFUDAN} (the Penn-Fudan archive) is absent")

@@ -166,6 +166,12 @@ def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
         boxes = np.stack([cols.argmax(1), rows.argmax(1), w - cols[:, ::-1].argmax(1), h - rows[:, ::-1].argmax(1)],
                          axis=1).astype(np.float32) * cols.any(1, keepdims=True)
         return torch.from_numpy(boxes.reshape(n, 4))
+    return _boxes_on_device(masks)
+
+
+def _boxes_on_device(masks: torch.Tensor) -> torch.Tensor:
+    """:func:`boxes_from_masks` by torch ops, where the masks are (on a GPU)."""
+    h, w = masks.shape[1:]
     on_cols, on_rows = masks.bool().any(1), masks.bool().any(2)
     edges = torch.stack([on_cols.int().argmax(1), on_rows.int().argmax(1), w - on_cols.flip(1).int().argmax(1),
                          h - on_rows.flip(1).int().argmax(1)], dim=1).float()
