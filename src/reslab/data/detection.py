@@ -129,6 +129,8 @@ class DetectionImages:
     def __repr__(self) -> str:
         sizes = sorted(set(self.sizes))
         shown = f"{sizes[0][0]}x{sizes[0][1]}" if len(sizes) == 1 else f"{len(sizes)} sizes"
+        if not sizes:
+            return f"DetectionImages(0 images{', masks' if self.has_masks else ''})"
         return (f"DetectionImages({len(self)} images, {shown}, {self.num_instances} instances"
                 f"{', masks' if self.has_masks else ''})")
 
