@@ -23,6 +23,9 @@ def table() -> str:
     rows = ["| model | family | input | params | multiply-adds | paper |", "|---|---|---|---:|---:|---|"]
     for name in reslab.list_models():
         entry = get_model_entry(name)
+        # A detector's multiply-adds depend on how many boxes its random weights keep (Mask R-CNN's
+        # mask head runs on each detection): a fixed seed makes the table reproducible.
+        torch.manual_seed(0)
         with torch.no_grad():
             info = reslab.model_info(reslab.create_model(name), entry.input_size)
         size = "x".join(map(str, entry.input_size))
