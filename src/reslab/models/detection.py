@@ -276,7 +276,8 @@ def _set_trainable(body: Backbone, trainable_stages: int) -> None:
 
 def detection_backbone(name: str, *, fpn: bool = True, out_indices: Sequence[int] | None = None,
                        trainable_stages: int = 3, frozen_bn: bool = True, weights: WeightsSource | None = None,
-                       extra_blocks: ExtraFPNBlock | None = None, **arch: Any) -> DetectionBackbone:
+                       extra_blocks: ExtraFPNBlock | None = None, fpn_channels: int = FPN_CHANNELS,
+                       **arch: Any) -> DetectionBackbone:
     """A backbone for torchvision's detectors from the registered classifier ``name``.
 
     ``torchvision.models.detection.FasterRCNN(detection_backbone("resnet50"), num_classes=2)``
@@ -302,6 +303,8 @@ def detection_backbone(name: str, *, fpn: bool = True, out_indices: Sequence[int
             ``stride_in="3x3"``). The head is dropped; ``load_report`` says what was loaded.
         extra_blocks: the FPN's extra levels (default ``LastLevelMaxPool``; RetinaNet's is
             ``LastLevelP6P7(256, 256)``).
+        fpn_channels: the pyramid's width (torchvision's 256); the detectors' heads take their
+            width from it (``out_channels``), so a narrower pyramid makes a cheaper detector.
         **arch: the classifier's architecture options, e.g. ``stride_in="3x3"`` (torchvision's
             ResNet-50 v1.5) or ``widths=(16, 32, 64, 128)``.
     """
@@ -322,7 +325,8 @@ def detection_backbone(name: str, *, fpn: bool = True, out_indices: Sequence[int
         raise ReslabError(f"out_indices must be indices of {name}'s {n} feature maps (0 is the stem), got {out_indices!r}")
     # one build: the maps are picked on the features_only body, as create_model(out_indices=...) would
     body.out_indices = tuple(i % n for i in indices)[-1:] if not fpn else tuple(i % n for i in indices)
-    backbone = DetectionBackbone(body, fpn=fpn, extra_blocks=extra_blocks)
+    check([(is_int(fpn_channels) and fpn_channels >= 1, f"fpn_channels must be a positive integer, got {fpn_channels!r}")])
+    backbone = DetectionBackbone(body, fpn=fpn, extra_blocks=extra_blocks, out_channels=fpn_channels)
     if frozen_bn:
         freeze_batch_norm(body)
     if weights is not None:  # into FrozenBatchNorm2d too: the classifier's statistics and affine parameters
@@ -503,7 +507,7 @@ _SET_BY_DETECTOR = frozenset({"num_classes", "features_only", "out_indices"})
 
 class DetectorBuilder:
     """``create_model``'s builder for ``<kind>_<backbone>_fpn``: the detector's options go to
-    :class:`Detector`, ``trainable_stages`` and ``frozen_bn`` to :func:`detection_backbone`, the
+    :class:`Detector`, ``trainable_stages``, ``frozen_bn`` and ``fpn_channels`` to :func:`detection_backbone`, the
     others (the classifier's architecture options, e.g. ``stride_in="3x3"``) build the body;
     ``in_chans`` must be 3."""
 
@@ -519,9 +523,11 @@ class DetectorBuilder:
         if kind == "retinanet":  # no RPN, no RoI sampling
             own -= {"box_batch_size_per_image", "rpn_batch_size_per_image"}
         self.own = frozenset(own)
-        self.accepts = frozenset(self.own | {"in_chans", "trainable_stages", "frozen_bn"} | (entry.accepts - _SET_BY_DETECTOR))
+        self.accepts = frozenset(self.own | {"in_chans", "trainable_stages", "frozen_bn", "fpn_channels"}
+                                 | (entry.accepts - _SET_BY_DETECTOR))
 
-    def __call__(self, *, trainable_stages: int = 3, frozen_bn: bool = True, in_chans: int = 3, **overrides: Any) -> Detector:
+    def __call__(self, *, trainable_stages: int = 3, frozen_bn: bool = True, fpn_channels: int = FPN_CHANNELS,
+                 in_chans: int = 3, **overrides: Any) -> Detector:
         if in_chans != 3:
             raise ReslabError(f"{self.kind}_{self.backbone}_fpn takes RGB images (torchvision's transform normalises 3 "
                               f"channels with ImageNet's mean and std): in_chans must be 3, got {in_chans!r}")
@@ -531,9 +537,9 @@ class DetectorBuilder:
         extra: ExtraFPNBlock | None = None
         if self.kind == "retinanet":  # P3-P5 and P6, P7 from P5: torchvision's returned_layers=[2, 3, 4]
             out_indices = (-3, -2, -1)
-            extra = LastLevelP6P7(FPN_CHANNELS, FPN_CHANNELS)
+            extra = LastLevelP6P7(fpn_channels, fpn_channels)
         backbone = detection_backbone(self.backbone, out_indices=out_indices, trainable_stages=trainable_stages,
-                                      frozen_bn=frozen_bn, extra_blocks=extra, **arch)
+                                      frozen_bn=frozen_bn, extra_blocks=extra, fpn_channels=fpn_channels, **arch)
         return Detector(cast(DetectorKind, self.kind), backbone, **own)
 
 
