@@ -319,3 +319,15 @@ def test_init_from_a_mismatched_classifier_is_one_line(tmp_path):
         init_weights(model, str(run))
     msg = str(e.value)
     assert "\n" not in msg and "resnet20" in msg and "maskrcnn_resnet18_fpn" in msg and "resnet18 backbone" in msg
+
+
+@torch.no_grad()
+def test_model_info_and_the_size_check_measure_a_detector():
+    torch.manual_seed(0)
+    model = reslab.create_model("fasterrcnn_resnet18_fpn", num_classes=2, min_size=None, **NARROW)
+    info = reslab.model_info(model, (3, 64, 64))
+    rows = {r.name: r for r in info.rows}
+    assert info.params == n_params(model) and info.macs > 0
+    assert rows["net.backbone.body.stem"].output_shape == (8, 16, 16) and rows["net.backbone.body.stem"].macs > 0
+    assert rows["net.roi_heads.box_predictor"].output_shape == (2,)  # the class scores of each RoI
+    assert reslab.models.check_model_size("fasterrcnn_resnet18_fpn", num_classes=2, in_chans=3, **NARROW) == info.params

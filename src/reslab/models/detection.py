@@ -487,18 +487,23 @@ class Detector(nn.Module):
         return self
 
     def info_rows(self) -> list[tuple[str, nn.Module]]:
-        """The body's stem and stages, then the heads, for :func:`~reslab.models.info.model_info`."""
+        """The body's stem and stages, the pyramid, then the heads, by their module paths, for
+        :func:`~reslab.models.info.model_info`."""
         body = self.backbone.body
-        rows: list[tuple[str, nn.Module]] = [("backbone.stem", body.stem)]
-        rows += [(f"backbone.stages.{i}", s) for i, s in enumerate(body.stages)]
+        rows: list[tuple[str, nn.Module]] = [("net.backbone.body.stem", body.stem)]
+        rows += [(f"net.backbone.body.stages.{i}", s) for i, s in enumerate(body.stages)]
         net: Any = self.net
+        if self.backbone.fpn is not None:
+            rows.append(("net.backbone.fpn", self.backbone.fpn))
         if isinstance(net, RetinaNet):
-            rows += [("head.classification", net.head.classification_head), ("head.regression", net.head.regression_head)]
+            rows += [("net.head.classification_head", net.head.classification_head),
+                     ("net.head.regression_head", net.head.regression_head)]
         else:
             heads = net.roi_heads
-            rows += [("roi_heads.box_head", heads.box_head), ("roi_heads.box_predictor", heads.box_predictor)]
+            rows += [("net.rpn.head", net.rpn.head), ("net.roi_heads.box_head", heads.box_head),
+                     ("net.roi_heads.box_predictor", heads.box_predictor)]
             if isinstance(net, MaskRCNN):
-                rows += [("roi_heads.mask_head", heads.mask_head), ("roi_heads.mask_predictor", heads.mask_predictor)]
+                rows += [("net.roi_heads.mask_head", heads.mask_head), ("net.roi_heads.mask_predictor", heads.mask_predictor)]
         return rows
 
 
