@@ -367,6 +367,12 @@ class Detector(nn.Module):
     dicts (``boxes``, ``labels``, ``scores``, and ``masks`` float ``(N, 1, H, W)`` for Mask R-CNN).
 
     Anchors and RoI pooling follow torchvision's defaults for the backbone's number of maps.
+    Attributes: ``kind``, ``num_classes``, ``has_masks``, ``model_name``, ``in_chans`` (3),
+    ``backbone`` (the :class:`DetectionBackbone`). ``create_model("maskrcnn_resnet18_fpn", ...)``
+    also takes ``trainable_stages``, ``frozen_bn``, ``fpn_channels`` and the classifier's
+    architecture options (see :func:`detection_backbone`). A randomly initialised body wants
+    ``frozen_bn=False`` (and ``trainable_stages=5``), as torchvision builds it without weights:
+    a frozen BN at its defaults normalises nothing.
 
     Args:
         kind: ``"fasterrcnn"``, ``"maskrcnn"`` or ``"retinanet"``.
