@@ -31,6 +31,7 @@ from .demo import DEFAULT_DEPTH as DEMO_DEPTH
 from .demo import DEFAULT_EPOCHS as DEMO_EPOCHS
 from .demo import run_demo
 from .dense import evaluate_dense_run, predict_masks, run_task
+from .detect import evaluate_detection_run, predict_detections
 from .errors import ReslabError
 from .evaluate import evaluate_run
 from .export import DEFAULT_CHECK_IMAGES, FORMATS, export_run
@@ -261,7 +262,8 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
         model = base.get("model") if isinstance(base, dict) else None
     task = getattr(get_model_entry(model), "task", "classify") if isinstance(model, str) and model else "classify"
     cfg = resolve_config(args.model, recipe=args.recipe, config=config, arch=arch,
-                         default_recipe={"segment": "segment", "stylize": "style", "restore": "sr"}.get(task, "auto"), **given)
+                         default_recipe={"segment": "segment", "stylize": "style", "restore": "sr",
+                                         "detect": "detect"}.get(task, "auto"), **given)
     if arch and cfg.model:
         check_arch(cfg.model, arch)
     return cfg
@@ -339,6 +341,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _eval_restore(args)
     if run_task(args.run_dir) == "segment":
         return _eval_segmentation(args)
+    if run_task(args.run_dir) == "detect":
+        return _eval_detection(args)
     device = resolve_device(_runtime_device(args), int(os.environ.get("LOCAL_RANK", "0")))
     ctx = init_distributed(device)  # under torchrun each rank evaluates a disjoint shard
     precision = resolve_precision(args.amp if args.runtime == "torch" else "fp32", device)
@@ -371,6 +375,28 @@ def _eval_segmentation(args: argparse.Namespace) -> int:
           f"{d['pixel_err']:.2f}%{rand}  mean IoU {_fixed(d['miou'])}  loss {d['loss']:.4f}")
     print(f"wrote {ev.json_path} and {ev.plot_path}")
     return 0
+
+
+def _eval_detection(args: argparse.Namespace) -> int:
+    if args.protocol is not None:
+        raise ReslabError(f"--protocol {args.protocol} is a classification test protocol; {args.run_dir} is a "
+                          "detection run, evaluated on whole images by COCO's protocol: drop --protocol")
+    device = resolve_device(args.device)
+    ev = evaluate_detection_run(args.run_dir, split=args.split, checkpoint=args.checkpoint, data=args.data,
+                                data_dir=args.data_dir, device=device,
+                                amp_dtype=resolve_precision(args.amp, device).dtype)
+    d = ev.to_dict()
+    rows = [[{"bbox": "boxes", "segm": "masks"}[kind]] + [_percent(d[kind][k]) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
+            for kind in ("bbox", "segm") if d.get(kind)]
+    print(format_table(["", "AP", "AP50", "AP75", "APs", "APm", "APl"], rows, align="lrrrrrr"))
+    print(f"{ev.split} (COCO protocol via pycocotools, {ev.checkpoint} checkpoint, {d['n']} images): box AP "
+          f"{_percent(d['bbox']['AP'])}" + (f"  mask AP {_percent(d['segm']['AP'])}" if d.get("segm") else ""))
+    print(f"wrote {ev.json_path} and {ev.plot_path}")
+    return 0
+
+
+def _percent(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
 
 
 def _eval_style(args: argparse.Namespace) -> int:
@@ -420,9 +446,12 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
                    help="segmentation runs: the folder for NAME_mask.png and NAME_overlay.png of each image "
                         "(any image size; default: masks/); style-transfer runs: NAME.png for one image, or the folder for "
                         "NAME_stylized.png of each (default: stylized/); super-resolution runs: FILE.png for one image, or the "
-                        "folder for NAME_x<scale>.png of each (default: upscaled/)")
+                        "folder for NAME_x<scale>.png of each (default: upscaled/); detection runs: the folder for "
+                        "NAME_det.png of each, boxes, labels, scores and masks drawn (default: det/)")
     p.add_argument("--checkpoint", default="best", metavar="CKPT", help="best, last or a .safetensors path (default: best)")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--score-threshold", type=float, default=None, metavar="P",
+                   help="detection runs: draw and list detections scoring at least P (default: 0.5)")
     p.add_argument("--cam", default=None, metavar="DIR",
                    help="classification runs: also write DIR/NAME_cam.png, the Grad-CAM heat map of the predicted class "
                         "(default: none)")
@@ -447,6 +476,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return _predict_style(args)
     if task == "restore":
         return _predict_restore(args)
+    if args.score_threshold is not None and task != "detect":
+        raise ReslabError(f"--score-threshold applies to detection runs; {args.run_dir} is a {TASK_NOUNS[task]} run: "
+                          "drop it")
+    if task == "detect":
+        return _predict_detection(args)
     if task == "segment":
         run = load_run(args.run_dir, args.checkpoint, resolve_device(args.device))
         for m in predict_masks(run, args.images, args.out or "masks"):
@@ -467,6 +501,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.cam is not None:
         for src, cls, dst in analysis.write_cams(run, args.images, args.cam):
             print(f"{src}: Grad-CAM of {cls} -> {dst}")
+    return 0
+
+
+def _predict_detection(args: argparse.Namespace) -> int:
+    threshold = 0.5 if args.score_threshold is None else args.score_threshold
+    if not 0.0 <= threshold <= 1.0:
+        raise ReslabError(f"--score-threshold must be between 0 and 1, got {threshold}")
+    run = load_run(args.run_dir, args.checkpoint, resolve_device(args.device))
+    for p in predict_detections(run, args.images, args.out or "det", score_threshold=threshold):
+        found = ", ".join(f"{d['label']} {d['score']:.2f}" for d in p.detections) or "nothing"
+        print(f"{p.path}: {len(p.detections)} found ({found}) -> {p.out_path}")
     return 0
 
 
@@ -628,9 +673,17 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 def _reproduce_args(p: argparse.ArgumentParser) -> None:
     budgets = ", ".join(experiments.BUDGETS)
     p.add_argument("experiment", help=f"one of {', '.join(experiments.NAMES)}")
-    p.add_argument("paths", nargs="*", help="responses: run directories or experiment directories to measure")
+    p.add_argument("paths", nargs="*", help="responses: run directories or experiment directories to measure; "
+                                           "transfer: a classifier run whose backbone the detectors start from "
+                                           "(default: one trained on --pretrain-data)")
     p.add_argument("--data", default="cifar10", metavar="DATASET",
-                   help="dataset: cifar10, imagefolder:PATH (a folder or .tar.gz of one), embedded (default: cifar10)")
+                   help="dataset: cifar10, imagefolder:PATH (a folder or .tar.gz of one), embedded; transfer: the "
+                        "detection data, pennfudan[:PATH] or coco:PATH (default: cifar10; pennfudan for transfer)")
+    p.add_argument("--pretrain-data", default="cifar10", metavar="DATASET",
+                   help="transfer: the classification data the backbone pretrains on (default: cifar10)")
+    p.add_argument("--detectors", default=None, metavar="NAME,NAME",
+                   help="transfer: the detectors, over one backbone (default: maskrcnn_resnet18_fpn,"
+                        "fasterrcnn_resnet18_fpn)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where to look for the dataset's files first (default: $RESLAB_DATA, then the cache)")
     p.add_argument("--out", default=None, metavar="DIR",
@@ -639,7 +692,7 @@ def _reproduce_args(p: argparse.ArgumentParser) -> None:
                    help=f"training budget, one of {budgets}, auto (default: full on a GPU, {experiments.CPU_BUDGET} on a "
                         "CPU, or the budget --out was started with): full is the paper's 64k-iteration schedule, "
                         "the cpu-* presets shorten it for a CPU, tiny takes seconds (tests); the report states the "
-                        "preset's settings")
+                        "preset's settings; transfer: full, cpu-60min or tiny")
     p.add_argument("--seeds", type=int, default=1, metavar="N", help="runs per net; tables give mean ± std (default: 1)")
     p.add_argument("--depths", default=None, metavar="D,D,...",
                    help="comma-separated depths, e.g. 20,32,44,56,110,1202 (default: the experiment's)")
@@ -656,7 +709,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     report = experiments.reproduce(
         args.experiment, args.paths, out=args.out, budget=args.budget, data=args.data, data_dir=args.data_dir,
         seeds=args.seeds, depths=args.depths, device=args.device, images=args.images, checkpoint=args.checkpoint,
-        threads=args.threads, dry_run=args.dry_run, command=getattr(args, "command_line", None))
+        threads=args.threads, dry_run=args.dry_run, command=getattr(args, "command_line", None),
+        pretrain_data=args.pretrain_data, detectors=args.detectors)
     if not args.dry_run:
         print(f"report: {report}\n{experiments.findings_text(report)}".rstrip())
     return 0

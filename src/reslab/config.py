@@ -308,6 +308,9 @@ def make_config(base: dict[str, Any] | None = None, recipe: str | None = None, *
         values = {**(load_recipe(base["recipe"]) if base.get("recipe") else {}), **base}
     given = _upgrade({k: v for k, v in overrides.items() if v is not None})
     check_keys(given, "the overrides")
+    if isinstance(given.get("model_args"), dict) and isinstance(values.get("model_args"), dict):
+        # a recipe's architecture options (recipe detect: min_size) stay unless --arch names them
+        given["model_args"] = {**values["model_args"], **given["model_args"]}
     values.update(given)
     try:
         cfg = RunConfig(**values)

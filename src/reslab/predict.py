@@ -207,7 +207,8 @@ def run_split(run: LoadedRun, split: str, *, data: str | None = None, data_dir: 
     data_name = data or cfg.data
     if splits is None:
         splits = load_dataset(data_name, data_dir=data_dir or cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed,
-                              skip_bad=cfg.skip_bad, image_size=cfg.image_size)
+                              skip_bad=cfg.skip_bad, image_size=cfg.image_size,
+                              task=getattr(get_model_entry(cfg.model), "task", "classify"))
     if list(splits.classes) != list(run.classes):
         more = "..." if len(run.classes) > 5 else ""
         raise ReslabError(f"{data_name} has classes {', '.join(map(str, splits.classes[:5]))}{more} but the run was "

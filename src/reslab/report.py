@@ -111,6 +111,8 @@ def _run_markdown(run: Run, *, confusion: Sequence[str]) -> str:
         out += _restore_md(run)
     elif run.tests and "pixel_err" in run.tests[-1]:
         out += _segmentation_md(run)
+    elif run.tests and "bbox" in run.tests[-1]:
+        out += _detection_md(run)
     elif run.tests:
         rows = [[_md_text(t.get("split", "test")), _md_text(t.get("protocol", "center")),
                  _md_text(t.get("checkpoint") or _DASH), _fmt(t.get("top1_err"), ".2f"),
@@ -120,7 +122,7 @@ def _run_markdown(run: Run, *, confusion: Sequence[str]) -> str:
         out.append("No test evaluation logged yet.")
     out += _baselines_md(run)
     out += _auto_md(run)
-    if not style_run:  # a style run logs losses, no error rate: its per-epoch table below has them
+    if not style_run and not (run.tests and "bbox" in run.tests[-1]):  # style and detection runs log no error rate
         out += ["", "## Error curves", "", f"![Training and validation error]({PLOTS}/curves.png)", "",
                 "Thin dashed line: training error; bold line: validation error "
                 "(the test error where the run has no validation split)."]
@@ -134,6 +136,14 @@ def _run_markdown(run: Run, *, confusion: Sequence[str]) -> str:
                 ("val_style_loss", ".6g"), ("val_tv_loss", ".6g")]
         rows = [[_fmt(e.get(k), spec) for k, spec in keys] for e in run.epochs]
         out += _md_table(["epoch", "lr", "train loss", "val loss", "val content", "val style", "val tv"], rows, "rrrrrrr")
+        return "\n".join(out) + "\n"
+    if run.epochs and any("val_box_ap" in e for e in run.epochs):  # detection: losses and AP, no error rate
+        keys = [("epoch", "d"), ("lr", ".4g"), ("train_loss", ".4f")]
+        keys += [(k, ".4f") for k in run.epochs[-1] if k.startswith("train_loss_")]
+        rows = [[_fmt(e.get(k), spec) for k, spec in keys] + [_fmt(_pct(e.get("val_box_ap")), ".1f"),
+                                                              _fmt(_pct(e.get("val_mask_ap")), ".1f")] for e in run.epochs]
+        headers = [k.replace("train_loss_", "").replace("_", " ") for k, _ in keys] + ["val box AP", "val mask AP"]
+        out += _md_table(headers, rows, "r" * len(headers))
         return "\n".join(out) + "\n"
     if not run.epochs:
         out.append("No epoch finished yet.")
@@ -179,6 +189,31 @@ def _segmentation_md(run: Run) -> list[str]:
     for name in sorted(p.name for p in (run.path / PLOTS).glob("segmentation*.png")):
         out += ["", f"![Segmentation {name[:-4]}]({PLOTS}/{name})", "",
                 "Each row: image | ground truth | prediction | errors (red)."]
+    return out
+
+
+def _pct(v: Any) -> float | None:
+    return None if v is None else 100.0 * float(v)
+
+
+def _detection_md(run: Run) -> list[str]:
+    """A detection run's COCO figures (boxes, and masks for Mask R-CNN) and its prediction figures."""
+    rows = []
+    for t in run.tests:
+        for kind, name in (("bbox", "boxes"), ("segm", "masks")):
+            m = t.get(kind)
+            if isinstance(m, Mapping) and m:
+                rows.append([_md_text(t.get("split", "test")), _md_text(t.get("checkpoint") or _DASH),
+                             str(t.get("n", _DASH)), name] + [_fmt(_pct(m.get(k)), ".1f")
+                                                               for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")])
+    out = _md_table(["split", "checkpoint", "images", "", "AP", "AP50", "AP75", "AP small", "AP medium", "AP large"],
+                    rows, "llrlrrrrrr")
+    out += ["", "COCO's protocol by pycocotools (AP averaged over IoU 0.50:0.95, and at 0.50 and 0.75; small, medium "
+            "and large objects by area), in %. Model selection used the validation split's box AP (val err = 100 - "
+            "box AP)."]
+    for name in sorted(p.name for p in (run.path / PLOTS).glob("detection*.png")):
+        out += ["", f"![Detection {name[:-4]}]({PLOTS}/{name})", "",
+                "Each row: ground truth | predictions (score 0.5 or more)."]
     return out
 
 

@@ -35,13 +35,14 @@ from .budgets import BUDGETS, Budget, get_budget
 from .responses import render_responses, run_responses
 from .results import render_training_experiment
 from .runner import run_training_experiment
+from .transfer import DEFAULT_DETECTORS, TRANSFER_BUDGETS, render_transfer, run_transfer
 
 __all__ = ["EXPERIMENTS", "NAMES", "BUDGETS", "Budget", "ExperimentDef", "DEFAULT_BUDGET", "CPU_BUDGET",
            "resolve_budget", "render_experiment", "reproduce", "get_budget", "findings_text"]
 
 EXPERIMENTS: dict[str, ExperimentDef] = {e.name: e for e in (degradation.EXPERIMENT, shortcuts.EXPERIMENT,
                                                              depth.EXPERIMENT, wide.EXPERIMENT)}
-NAMES = (*EXPERIMENTS, "responses")
+NAMES = (*EXPERIMENTS, "responses", "transfer")
 DEFAULT_BUDGET = "auto"
 CPU_BUDGET = "cpu-30min"
 
@@ -57,12 +58,15 @@ def reproduce(experiment: str, paths: Sequence[str | Path] = (), *, out: str | P
               budget: str = DEFAULT_BUDGET, data: str = "cifar10", data_dir: str | None = None, seeds: int = 1,
               depths: str | Sequence[int] | None = None, device: str = "auto", images: int = 500,
               checkpoint: str = "best", threads: int | None = None, dry_run: bool = False,
-              command: str | None = None) -> Path:
+              command: str | None = None, pretrain_data: str = "cifar10",
+              detectors: str | Sequence[str] | None = None) -> Path:
     """Run one of the paper's experiments and write its report.
 
     Args:
-        experiment: ``degradation``, ``shortcuts``, ``depth`` or ``responses``.
-        paths: ``responses`` only: run or experiment directories to measure.
+        experiment: ``degradation``, ``shortcuts``, ``depth``, ``wide-vs-deep``, ``responses`` or ``transfer``.
+        paths: ``responses``: run or experiment directories to measure; ``transfer``: at most one
+            classifier run whose backbone the detectors start from (default: one trained here on
+            ``pretrain_data``).
         out: the experiment directory (default ``runs/<experiment>-<budget>``, ``runs/responses``).
         budget: ``full`` (the paper's schedule), ``cpu-90min``, ``cpu-30min``, ``cpu-5min``, ``tiny``, or
             ``auto`` (the default): the budget already recorded in ``out`` when it holds this
@@ -79,15 +83,25 @@ def reproduce(experiment: str, paths: Sequence[str | Path] = (), *, out: str | P
             wait on each other whenever one is descheduled.
         dry_run: print the runs that would be trained and stop.
         command: the command line recorded in ``experiment.json``.
+        pretrain_data: ``transfer``: the classification data its backbone pretrains on.
+        detectors: ``transfer``: detector names (a list or ``"a,b"``; default
+            :data:`~reslab.experiments.transfer.DEFAULT_DETECTORS`); ``data`` is then the detection data
+            (default ``pennfudan``).
 
     Returns:
         The path of the report (the experiment directory with ``dry_run``).
     """
     _check_name(experiment)
+    if experiment == "transfer":
+        kw = dict(pretrain_data=pretrain_data, detectors=detectors)
+    elif detectors is not None:
+        raise ReslabError(f"--detectors applies to the transfer experiment, not {experiment}")
+    else:
+        kw = {}
     if threads is None:
         return _reproduce(experiment, paths, out=out, budget=budget, data=data, data_dir=data_dir, seeds=seeds,
                           depths=depths, device=device, images=images, checkpoint=checkpoint, dry_run=dry_run,
-                          command=command)
+                          command=command, **kw)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ReslabError(f"--threads must be a positive integer, got {threads!r}")
     before = torch.get_num_threads()
@@ -95,13 +109,16 @@ def reproduce(experiment: str, paths: Sequence[str | Path] = (), *, out: str | P
     try:
         return _reproduce(experiment, paths, out=out, budget=budget, data=data, data_dir=data_dir, seeds=seeds,
                           depths=depths, device=device, images=images, checkpoint=checkpoint, dry_run=dry_run,
-                          command=command)
+                          command=command, **kw)
     finally:
         torch.set_num_threads(before)
 
 
 def _reproduce(experiment: str, paths: Sequence[str | Path], *, out, budget, data, data_dir, seeds, depths, device,
-               images, checkpoint, dry_run, command) -> Path:
+               images, checkpoint, dry_run, command, pretrain_data="cifar10", detectors=None) -> Path:
+    if experiment == "transfer":
+        return _transfer(paths, out=out, budget=budget, data=data, data_dir=data_dir, seeds=seeds, device=device,
+                         dry_run=dry_run, command=command, pretrain_data=pretrain_data, detectors=detectors)
     if experiment == "responses":
         if checkpoint not in ("best", "last"):
             raise ReslabError(f"--checkpoint must be best or last, got {checkpoint!r}")
@@ -114,6 +131,25 @@ def _reproduce(experiment: str, paths: Sequence[str | Path], *, out, budget, dat
     return run_training_experiment(EXPERIMENTS[experiment], out=out or f"runs/{experiment}-{budget}", budget=budget,
                                    data=data, data_dir=data_dir, seeds=seeds, depths=depths, device=device,
                                    dry_run=dry_run, command=command)
+
+
+def _transfer(paths: Sequence[str | Path], *, out, budget, data, data_dir, seeds, device, dry_run, command, pretrain_data,
+              detectors) -> Path:
+    if len(paths) > 1:
+        raise ReslabError(f"transfer takes at most one classifier run (the pretrained backbone), got {len(paths)}")
+    if seeds != 1:
+        raise ReslabError("transfer trains one seed of each run; drop --seeds")
+    if budget == "auto":
+        budget = "full" if resolve_device(device).type == "cuda" else "cpu-60min"
+        print(f"budget {budget} (auto: {'a GPU' if budget == 'full' else 'no GPU; --budget full for the long one'})",
+              flush=True)
+    elif budget not in TRANSFER_BUDGETS:
+        raise ReslabError(f"unknown budget {budget!r} for transfer; choose one of {', '.join(TRANSFER_BUDGETS)}")
+    names = tuple(d.strip() for d in detectors.split(",") if d.strip()) if isinstance(detectors, str) else \
+        tuple(detectors or DEFAULT_DETECTORS)
+    return run_transfer(out=out or f"runs/transfer-{budget}", data=data if data != "cifar10" else "pennfudan",
+                        pretrained=paths[0] if paths else None, pretrain_data=pretrain_data, detectors=names,
+                        budget=budget, data_dir=data_dir, device=device, dry_run=dry_run, command=command)
 
 
 def resolve_budget(experiment: str, budget: str, device: str, out: str | Path | None) -> str:
@@ -137,6 +173,8 @@ def render_experiment(exp_dir: str | Path) -> Path:
     exp_dir = Path(exp_dir)
     meta = read_experiment(exp_dir)
     name = meta.get("experiment")
+    if name == "transfer":
+        return render_transfer(exp_dir)
     if name == "responses":
         return render_responses(exp_dir)
     if name not in EXPERIMENTS:

@@ -15,7 +15,7 @@ from ..data import DatasetSplits
 from ..evaluate import evaluate, evaluate_run
 from ..models.base import AuxOutput
 from .baselines import baselines
-from .task import EvalContext
+from .task import EvalContext, call_net
 
 __all__ = ["ClassifyTask"]
 
@@ -23,6 +23,7 @@ __all__ = ["ClassifyTask"]
 class ClassifyTask:
     name = "classify"
     selection_metric = "val_err"
+    forward = staticmethod(call_net)
 
     def __init__(self, cfg: RunConfig) -> None:
         self.label_smoothing = cfg.label_smoothing

@@ -28,7 +28,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .. import rundir
 from .._table import format_duration
 from ..config import RunConfig, auto_pending, check_resume, make_config
-from ..data import DatasetSplits, canonical_data_name, load_dataset
+from ..data import DatasetSplits, canonical_data_name, get_dataset_entry, load_dataset
+from ..data.detection import DetectionImages
 from ..data.segmentation import MaskImages
 from ..data.sr import SRImages
 from ..errors import ReslabError
@@ -38,6 +39,7 @@ from ..precision import resolve_precision
 from .auto import adopt_auto, resolve_auto
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .classify import ClassifyTask
+from .detect import DetectTask
 from .distributed import DistContext, init_distributed, resolve_device
 from .init import init_weights
 from .logging import MetricsWriter, Progress, env_info
@@ -76,6 +78,10 @@ class FitResult:
             test = f", test err {self.test['top1_err']:.2f}% ({self.test['protocol']})"
         elif self.test and "psnr" in self.test:  # super-resolution
             test = f", test PSNR {self.test['psnr']:.2f} dB (bicubic {self.test['bicubic']['psnr']:.2f} dB)"
+        elif self.test and "bbox" in self.test:  # detection
+            test = f", test box AP {100 * (self.test['bbox']['AP'] or 0):.1f}"
+            if self.test.get("segm"):
+                test += f", mask AP {100 * (self.test['segm']['AP'] or 0):.1f}"
         elif self.test and "pixel_err" not in self.test and "loss" in self.test:
             test = f", test loss {self.test['loss']:.6g} ({self.test['protocol']})"
         elif self.test:
@@ -94,6 +100,8 @@ def task_for(cfg: RunConfig, model: nn.Module | None = None) -> Task:
         return SegmentTask(cfg, model)
     if getattr(get_model_entry(cfg.model), "task", "classify") == "restore":  # vdsr, edsr_baseline_x*, srresnet_x4
         return RestoreTask(cfg, model if model is not None else create_model(cfg.model, **cfg.model_args))
+    if getattr(get_model_entry(cfg.model), "task", "classify") == "detect":  # fasterrcnn_*, maskrcnn_*, retinanet_*
+        return DetectTask(cfg, model if model is not None else create_model(cfg.model, **cfg.model_args))
     return ClassifyTask(cfg)
 
 
@@ -103,6 +111,13 @@ def check_task(cfg: RunConfig, splits: DatasetSplits) -> None:
     data_task = "segment" if isinstance(splits.train, MaskImages) else "classify"
     if isinstance(splits.train, SRImages):
         data_task = "restore"
+    if isinstance(splits.train, DetectionImages):
+        data_task = "detect"
+    if model_task != data_task and "detect" in (model_task, data_task):
+        raise ReslabError(f"{cfg.model} is a detector but {cfg.data} has no boxes; give it images with boxes "
+                          "(pennfudan:PATH or coco:PATH)" if model_task == "detect" else
+                          f"{cfg.data} is detection data (boxes and instance masks); train a detector on it, e.g. "
+                          "maskrcnn_resnet18_fpn or fasterrcnn_resnet50_fpn ('reslab models *rcnn*')")
     if model_task == "stylize" and data_task in ("classify", "restore"):  # content images: labels ignored, or photos
         check_style_config(cfg, splits)
         return
@@ -119,8 +134,10 @@ def check_task(cfg: RunConfig, splits: DatasetSplits) -> None:
     if model_task == "segment":
         raise ReslabError(f"{cfg.model} is a segmentation network but {cfg.data} is a classification dataset; give it "
                           "images with masks (isbi2012:PATH, pennfudan:PATH or segfolder:PATH), or train a classifier")
+    boxes = (f", or a detector for its boxes, e.g. maskrcnn_{cfg.model}_fpn"
+             if "detect" in get_dataset_entry(cfg.data).tasks else "")
     raise ReslabError(f"{cfg.model} is a classifier but {cfg.data} is a segmentation dataset (images with masks); "
-                      f"train a segmentation network on it, e.g. unet_{cfg.model} or unet ('reslab models unet*')")
+                      f"train a segmentation network on it, e.g. unet_{cfg.model} or unet ('reslab models unet*'){boxes}")
 
 
 def fit(config: RunConfig, out: str | os.PathLike | None = None, *, resume: bool = False,
@@ -273,13 +290,16 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
                           f"{ctx.world_size} processes; use a multiple of {ctx.world_size}")
     splits = data if data is not None else load_dataset(
         cfg.data, data_dir=cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed, skip_bad=cfg.skip_bad,
-        image_size=cfg.image_size)
+        image_size=cfg.image_size, task=getattr(get_model_entry(cfg.model), "task", "classify"))
     if len(splits.train) == 0:
         raise ReslabError(f"dataset {cfg.data} has no training images")
     check_task(cfg, splits)
     if auto_pending(cfg) and isinstance(splits.train, MaskImages):
         raise ReslabError("recipe auto chooses classification settings; train a segmentation network with recipe "
                           "segment (the default when no recipe is named: --recipe segment)")
+    if auto_pending(cfg) and isinstance(splits.train, DetectionImages):
+        raise ReslabError("recipe auto chooses classification settings; train a detector with recipe detect "
+                          "(the default when no recipe is named: --recipe detect)")
     if auto_pending(cfg) and isinstance(splits.train, SRImages):
         raise ReslabError("recipe auto chooses classification settings; train a super-resolution network with recipe sr "
                           "(the default when no recipe is named: --recipe sr)")
@@ -291,7 +311,9 @@ def _build_session(cfg: RunConfig, run_dir: Path, resume: bool, data: DatasetSpl
     check_model_size(cfg.model, num_classes=len(splits.classes), in_chans=splits.channels, **cfg.model_args)
     model = create_model(cfg.model, num_classes=len(splits.classes), in_chans=splits.channels, **cfg.model_args)
     if cfg.init_from and not resume:
-        init_weights(model, cfg.init_from)
+        loaded = init_weights(model, cfg.init_from)
+        if ctx.is_main:
+            Progress(False, 0).print(f"init from {loaded}")
     params = sum(p.numel() for p in model.parameters())
     task = task_for(cfg, model)
     tile = getattr(task, "tile", None)
@@ -381,7 +403,7 @@ def _train_epoch(s: _Session, epoch: int, stop: StopFlag, on_step: Callable[[int
         for g in s.optimizer.param_groups:
             g["lr"] = lr
         with torch.autocast(device.type, dtype=s.amp_dtype, enabled=s.amp_dtype is not None):
-            loss, pred = s.task.loss(s.net(x), y)
+            loss, pred = s.task.loss(s.task.forward(s.net, x, y), y)
         s.optimizer.zero_grad(set_to_none=True)
         s.scaler.scale(loss).backward()
         if cfg.grad_clip is not None:
@@ -413,7 +435,8 @@ def _train_epoch(s: _Session, epoch: int, stop: StopFlag, on_step: Callable[[int
             m = s.task.train_metrics(so_far)
             s.metrics.write({"event": "step", "step": s.step, "epoch": round(epoch + (b + 1) / s.steps_per_epoch, 4),
                              "time": round(time.time() - s.t_start, 3), "lr": lr, "loss": m["train_loss"],
-                             "err": m.get("train_err")})
+                             "err": m.get("train_err"),
+                             **{k[len("train_"):]: v for k, v in m.items() if k not in ("train_loss", "train_err")}})
         if ctx.is_main and s.progress.bar is not None:
             s.progress.update(s.step, f"epoch {epoch + 1}/{s.epochs}", f"loss {float(loss_d):.3f}  lr {lr:.4g}")
         if should_stop(ctx, device, stop):
@@ -457,7 +480,12 @@ def _end_epoch(s: _Session, epoch: int, record: dict[str, Any]) -> None:
     s.last_saved_step = s.step
     s.metrics.write(record)
     eta = (time.time() - s.t_start) / max(s.step, 1) * (s.total_steps - s.step) if s.step else 0
-    val_txt = f"  val loss {record['val_loss']:.3f} err {record['val_err']:.2f}%" if "val_err" in record else ""
+    val_txt = (f"  val loss {record['val_loss']:.3f} err {record['val_err']:.2f}%" if "val_err" in record and
+               "val_loss" in record else "")
+    if "val_box_ap" in record:  # detection
+        val_txt = f"  val box AP {100 * (record['val_box_ap'] or 0):.1f}"
+        if "val_mask_ap" in record:
+            val_txt += f" mask AP {100 * (record['val_mask_ap'] or 0):.1f}"
     if "val_err" not in record and "val_loss" in record:  # tasks without an error rate (style transfer)
         val_txt = f"  val loss {record['val_loss']:.6g}"
     if "val_psnr" in record:  # super-resolution

@@ -18,6 +18,7 @@ from torch import nn
 from .. import rundir
 from ..config import RunConfig
 from ..data import DatasetSplits, FileImages
+from ..data.detection import DetectionImages, DetLoader
 from ..data.loader import FileLoader, SegLoader, TensorLoader
 from ..data.regularize import BatchRegularizer, PolicyAugment
 from ..data.segmentation import MaskImages, stack_for_normalizer
@@ -50,6 +51,11 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def fit_normalizer(cfg: RunConfig, splits: DatasetSplits) -> Normalizer:
     """The input normalisation, fitted on the training split (never validation or test)."""
     train = splits.train
+    if isinstance(train, DetectionImages):  # [0, 1] pixels: torchvision's detectors normalise inside
+        if cfg.normalize != "none":
+            raise ReslabError(f"normalize {cfg.normalize}: detectors take [0, 1] pixels and normalise them inside "
+                              "(ImageNet mean and std); use --normalize none, as recipe detect does")
+        return Normalizer.fit("none", torch.zeros(0, splits.channels, 1, 1, dtype=torch.uint8))
     if isinstance(train, SRImages):  # [0, 1] pixels: the super-resolution networks shift their own mean
         if cfg.normalize != "none":
             raise ReslabError(f"normalize {cfg.normalize}: super-resolution networks take [0, 1] pixels (EDSR subtracts "
@@ -84,7 +90,7 @@ class _LoaderArgs(TypedDict):
 
 def build_pipeline(cfg: RunConfig, splits: DatasetSplits, device: torch.device, ctx: DistContext,
                    normalizer: Normalizer | None = None, model: nn.Module | None = None,
-                   ) -> tuple[TensorLoader | FileLoader | SegLoader | ContentLoader | SRLoader, Normalizer]:
+                   ) -> tuple[TensorLoader | FileLoader | SegLoader | ContentLoader | SRLoader | DetLoader, Normalizer]:
     """The training loader and the normaliser, from the dataset splits and the recipe (and, for
     segmentation, the model: the tile it takes and the margin its valid convolutions crop; for style
     transfer, content images in [0, 1]: :func:`reslab.train.stylize.content_loader`)."""
@@ -97,6 +103,8 @@ def build_pipeline(cfg: RunConfig, splits: DatasetSplits, device: torch.device, 
         return _segmentation_loader(cfg, train, device, ctx, normalizer, model), normalizer
     if isinstance(train, SRImages):
         return _restore_loader(cfg, train, device, ctx, model), normalizer
+    if isinstance(train, DetectionImages):
+        return _detection_loader(cfg, train, device, ctx), normalizer
     common = _LoaderArgs(normalizer=normalizer, device=device, seed=cfg.seed, channels_last=cfg.channels_last,
                          rank=ctx.rank, world_size=ctx.world_size, balanced=cfg.balanced)
     regularizer = BatchRegularizer.from_config(cfg, len(splits.classes))  # random erasing, mixup, CutMix
@@ -142,6 +150,18 @@ def _restore_loader(cfg: RunConfig, train: SRImages, device: torch.device, ctx: 
                     upscaled_input=bool(getattr(model, "upscaled_input", False)), device=device, seed=cfg.seed,
                     flips=cfg.augment != "none", rank=ctx.rank, world_size=ctx.world_size,
                     channels_last=cfg.channels_last)
+
+
+def _detection_loader(cfg: RunConfig, train: DetectionImages, device: torch.device, ctx: DistContext) -> DetLoader:
+    """Whole training images with their boxes (and instance masks): horizontal flips unless ``augment``
+    is ``none``; with ``scale_crop_flip`` each image's shorter side is also drawn from ``scale_range``
+    (scale jitter; boxes and masks move with the image)."""
+    if cfg.augment not in ("none", "flip", "scale_crop_flip"):
+        raise ReslabError(f"augment {cfg.augment}: detection takes none, flip or scale_crop_flip (flips, and scale "
+                          "jitter of the shorter side over --scale-range); crops would cut boxes")
+    scale_range = tuple(cfg.scale_range) if cfg.augment == "scale_crop_flip" else None
+    return DetLoader(train, cfg.batch_size, device=device, seed=cfg.seed, flips=cfg.augment != "none",
+                     scale_range=scale_range, rank=ctx.rank, world_size=ctx.world_size)
 
 
 def make_optimizer(cfg: RunConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:

@@ -23,7 +23,7 @@ from ..data import DatasetSplits
 from ..data.sr import SRImages
 from ..srmetrics import y_squared_error
 from ..superres import evaluate_sr, evaluate_sr_run, run_scale, sr_loss, sr_loss_kind
-from .task import EvalContext
+from .task import EvalContext, call_net
 
 __all__ = ["RestoreTask"]
 
@@ -31,6 +31,7 @@ __all__ = ["RestoreTask"]
 class RestoreTask:
     name = "restore"
     selection_metric = "val_err"
+    forward = staticmethod(call_net)
 
     def __init__(self, cfg: RunConfig, model: nn.Module) -> None:
         self.scale = run_scale(model, cfg.scale)

@@ -17,7 +17,7 @@ from ..data.segmentation import MaskImages
 from ..dense import evaluate_dense, evaluate_dense_run, legal_tile
 from ..models.base import AuxOutput
 from ..segmetrics import seg_loss
-from .task import EvalContext
+from .task import EvalContext, call_net
 
 __all__ = ["SegmentTask"]
 
@@ -25,6 +25,7 @@ __all__ = ["SegmentTask"]
 class SegmentTask:
     name = "segment"
     selection_metric = "val_err"
+    forward = staticmethod(call_net)
 
     def __init__(self, cfg: RunConfig, model: nn.Module) -> None:
         self.kind = cfg.seg_loss

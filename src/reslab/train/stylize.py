@@ -41,7 +41,7 @@ from ..style import (
     record_style_inputs,
 )
 from .distributed import DistContext
-from .task import EvalContext
+from .task import EvalContext, call_net
 
 __all__ = ["StyleTask", "ContentLoader", "PhotoLoader", "content_loader", "check_style_config", "absolute_style_paths"]
 
@@ -80,6 +80,7 @@ def absolute_style_paths(cfg: RunConfig) -> RunConfig:
 class StyleTask:
     name = "stylize"
     selection_metric = "val_loss"
+    forward = staticmethod(call_net)
 
     def __init__(self, cfg: RunConfig, model: nn.Module | None = None) -> None:
         check_style_config(cfg)

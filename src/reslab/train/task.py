@@ -19,7 +19,7 @@ from ..config import RunConfig
 from ..data import DatasetSplits
 from .distributed import DistContext
 
-__all__ = ["Task", "EvalContext"]
+__all__ = ["Task", "EvalContext", "call_net"]
 
 
 class EvalContext(Protocol):
@@ -29,6 +29,11 @@ class EvalContext(Protocol):
     device: torch.device
     amp_dtype: torch.dtype | None
     ctx: DistContext
+
+
+def call_net(net: nn.Module, x: Any, y: Any) -> Any:
+    """The network's output for a batch: ``net(x)`` (what most tasks' ``forward`` is)."""
+    return net(x)
 
 
 class Task(Protocol):
@@ -41,6 +46,11 @@ class Task(Protocol):
     name: str
     selection_metric: str
     """The validation record key that chooses the best checkpoint (lower is better)."""
+
+    def forward(self, net: nn.Module, x: Any, y: Any) -> Any:
+        """The training-mode output for a batch: ``net(x)`` (:func:`call_net`), or ``net(x, y)`` for a
+        detector, which computes its losses from the targets."""
+        ...
 
     def loss(self, output: Any, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the loss to minimise, the main prediction for the running statistics)."""
