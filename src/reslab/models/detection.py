@@ -21,13 +21,11 @@ resnet18/34/50/101, and built on demand for any other registered classifier (``f
 from __future__ import annotations
 
 import inspect
-import os
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Union, cast
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -37,12 +35,11 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
-from .. import rundir
 from ..errors import ReslabError, UnknownModelError
 from . import densenet, resnet  # noqa: F401  (their names are registered before the detectors over them)
 from .base import Backbone, check, is_int
 from .registry import ModelEntry, create_model, get_model_entry, make_entry, register_model, register_resolver
-from .weights import convert_torchvision_state_dict, read_safetensors
+from .weights import WeightsSource, convert_torchvision_state_dict, read_weights
 
 __all__ = ["detection_backbone", "DetectionBackbone", "Detector", "DetectorBuilder", "LoadReport", "freeze_batch_norm",
            "DETECTOR_KINDS", "read_weights"]
@@ -55,7 +52,6 @@ DetectorKind = Literal["fasterrcnn", "maskrcnn", "retinanet"]
 _PAPERS = {"fasterrcnn": REN2015, "maskrcnn": HE2017, "retinanet": LIN2017}
 FPN_CHANNELS = 256  # torchvision's (and the FPN paper's) pyramid width
 
-WeightsSource = Union[str, "os.PathLike[str]", Mapping[str, torch.Tensor]]
 
 # Keys of a classifier that a backbone leaves out: reslab's heads, torchvision's VGG/AlexNet classifier.
 _HEAD_PREFIXES = ("head.", "aux_heads.", "classifier.")
@@ -84,38 +80,6 @@ class LoadReport:
                 more = f" (+{len(keys) - 4} more)" if len(keys) > 4 else ""
                 line += f"; {label}: {', '.join(keys[:4])}{more}"
         return line
-
-
-def read_weights(weights: WeightsSource) -> tuple[dict[str, torch.Tensor], str, str | None]:
-    """``(tensors, a label naming them, the registry name of the model they come from or None)`` for
-    a state dict, a reslab run directory (its best checkpoint, else its last), a ``.safetensors``
-    file or a PyTorch ``.pth`` / ``.pt`` state dict (torchvision's published weights)."""
-    if isinstance(weights, Mapping):
-        return dict(weights), "a state dict", None
-    path = Path(weights).expanduser()
-    if rundir.is_run_dir(path):
-        model = rundir.read_config(path).get("model")
-        tag = "best" if rundir.weights_file(path, "best").is_file() else "last"
-        tensors, _ = read_safetensors(rundir.weights_file(path, tag))
-        return tensors, f"{weights} ({model}, {tag} checkpoint)", str(model) if model else None
-    if not path.is_file():
-        raise ReslabError(f"weights {weights}: no such run directory or weights file")
-    if path.suffix == ".safetensors":
-        tensors, meta = read_safetensors(path)
-        return tensors, str(weights), meta.get("model_name")
-    if path.suffix in (".pth", ".pt", ".bin"):
-        try:
-            obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # pickle errors, truncated zip archives, non-tensor payloads
-            raise ReslabError(f"weights {weights} are not a readable PyTorch state dict ({type(e).__name__}); "
-                              "give a .safetensors file or a state dict saved with torch.save") from None
-        for key in ("state_dict", "model"):  # checkpoints that wrap the state dict
-            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-                obj = obj[key]
-        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise ReslabError(f"weights {weights} do not hold a state dict of tensors")
-        return dict(obj), str(weights), None
-    raise ReslabError(f"weights {weights}: give a run directory, a .safetensors file or a .pth/.pt state dict")
 
 
 @torch.no_grad()

@@ -6,18 +6,19 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, Union, cast
 
 import torch
 from torch import nn
 
+from .. import rundir
 from ..errors import ReslabError
 from ..io import atomic_path
 
 __all__ = ["save_weights", "load_weights", "load_state_dict_checked", "load_torchvision_state_dict",
            "convert_torchvision_state_dict",
            "register_torchvision_converter", "torchvision_to_reslab_key", "read_safetensors",
-           "rename_keys", "sequential_from_torchvision"]
+           "rename_keys", "sequential_from_torchvision", "WeightsSource", "read_weights"]
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> Path:
@@ -194,3 +195,43 @@ def convert_torchvision_state_dict(model: nn.Module, state_dict: StateDict) -> d
         _check_tv_resnet_stride(model)
         return rename_keys(state_dict, _TV_RULES)
     return convert(model, state_dict)
+
+
+WeightsSource = Union[str, "os.PathLike[str]", Mapping[str, torch.Tensor]]
+"""Trained weights as a user names them: a state dict, a run directory, a ``.safetensors`` or a ``.pth`` file."""
+
+
+def read_weights(source: WeightsSource, *, what: str = "weights") -> tuple[dict[str, torch.Tensor], str, str | None]:
+    """``(tensors, a label naming them, the registry name of the model they come from or None)`` for
+    a state dict, a reslab run directory (its best checkpoint, else its last), a ``.safetensors``
+    file or a PyTorch ``.pth`` / ``.pt`` state dict (torchvision's published weights). Messages name
+    the source as ``what`` does (``--init-from runs/x: ...``)."""
+    if isinstance(source, Mapping):
+        return dict(source), "a state dict", None
+    path = Path(source).expanduser()
+    if rundir.is_run_dir(path):
+        model = rundir.read_config(path).get("model")
+        tag = "best" if rundir.weights_file(path, "best").is_file() else "last"
+        tensors, _ = read_safetensors(rundir.weights_file(path, tag))
+        return tensors, f"{source} ({model}, {tag} checkpoint)", str(model) if model else None
+    if not path.exists():
+        raise ReslabError(f"{what} {source}: no such run directory or weights file")
+    if path.is_dir():
+        raise ReslabError(f"{what} {source} is a folder but not a run directory; give a run written by "
+                          "'reslab train' or a .safetensors / .pth file")
+    if path.suffix == ".safetensors":
+        tensors, meta = read_safetensors(path)
+        return tensors, str(source), meta.get("model_name")
+    if path.suffix in (".pth", ".pt", ".bin"):
+        try:
+            obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # pickle errors, truncated zip archives, non-tensor payloads
+            raise ReslabError(f"{what} {source} is not a readable PyTorch state dict ({type(e).__name__}); "
+                              "give a .safetensors file or a state dict saved with torch.save") from None
+        for key in ("state_dict", "model"):  # checkpoints that wrap the state dict
+            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+                obj = obj[key]
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise ReslabError(f"{what} {source} does not hold a state dict of tensors")
+        return dict(obj), str(source), None
+    raise ReslabError(f"{what} {source}: give a run directory, a .safetensors file or a .pth/.pt state dict")

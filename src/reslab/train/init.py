@@ -10,50 +10,20 @@ agree; a segmentation network or a detector also takes a run of the same network
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import torch
 from torch import nn
 
-from .. import rundir
 from ..errors import ReslabError
 from ..models import get_model_entry
 from ..models.registry import TASK_NOUNS
-from ..models.weights import load_state_dict_checked, load_torchvision_state_dict, read_safetensors
+from ..models.weights import load_state_dict_checked, load_torchvision_state_dict, read_weights
 
 __all__ = ["init_weights", "read_init_source"]
 
 
 def read_init_source(source: str) -> tuple[dict[str, torch.Tensor], str, str | None]:
     """(tensors, a label naming them for messages, the model name of a source run or None)."""
-    path = Path(source).expanduser()
-    if rundir.is_run_dir(path):
-        model = rundir.read_config(path).get("model")
-        tag = "best" if rundir.weights_file(path, "best").is_file() else "last"
-        tensors, _ = read_safetensors(rundir.weights_file(path, tag))
-        return tensors, f"{source} ({model}, {tag} checkpoint)", str(model) if model else None
-    if not path.exists():
-        raise ReslabError(f"--init-from {source}: no such run directory or weights file")
-    if path.is_dir():
-        raise ReslabError(f"--init-from {source} is a folder but not a run directory; give a run written by "
-                          "'reslab train' or a .safetensors / .pth file")
-    if path.suffix == ".safetensors":
-        tensors, meta = read_safetensors(path)
-        return tensors, str(source), meta.get("model_name")
-    if path.suffix in (".pth", ".pt", ".bin"):
-        try:
-            obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # pickle errors, truncated zip archives, non-tensor payloads
-            raise ReslabError(f"--init-from {source} is not a readable PyTorch state dict ({type(e).__name__}); "
-                              "give a .safetensors file or a state dict saved with torch.save") from None
-        for key in ("state_dict", "model"):  # checkpoints that wrap the state dict
-            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-                obj = obj[key]
-        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise ReslabError(f"--init-from {source} does not hold a state dict of tensors")
-        return dict(obj), str(source), None
-    raise ReslabError(f"--init-from {source}: give a run directory, a .safetensors file or a .pth/.pt state dict")
+    return read_weights(source, what="--init-from")
 
 
 def _classifier_from(model: nn.Module, tensors: dict[str, torch.Tensor], label: str) -> None:
