@@ -173,3 +173,21 @@ def test_bad_detection_inputs_named_in_one_line(run, tree, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and words in err, err
         assert not (tmp_path / "x").exists()
+
+
+def test_readme_detection_table_is_the_committed_transfer_experiment():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    runs = json.loads((root / "results" / "pennfudan-det" / "results.json").read_text())["runs"]
+    readme = (root / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `") and "_resnet18_fpn` | " in line
+            and ("random" in line or "CIFAR-10 classifier" in line)]
+    assert len(rows) == len(runs) == 4
+    fmt = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        s = runs[f"{cells[0].strip('`')}-{'random' if cells[1] == 'random' else 'pretrained'}"]
+        assert cells[2:8] == [fmt(s["box_ap"]), fmt(s["box_ap50"]), fmt(s["box_ap75"]), fmt(s["mask_ap"]),
+                              fmt(s["mask_ap50"]), str(s["steps"])]
+        assert cells[8] == f"{s['s_per_iteration']:.1f}"

@@ -10,8 +10,8 @@ their box and mask AP side by side, with the validation curves.
 
 What this can and cannot show: CIFAR-10 is 45,000 images of 32 pixels, ImageNet 1.28 million of ~400;
 a backbone that has seen only thumbnails learns edges and colours at a scale far from a pedestrian
-photo's, so a gain here says that some generic early features transfer, not how large the paper's
-ImageNet gain is. With ~100 training photos and one seed, differences of a few AP points are within
+photo's, so a gain here would say that some generic early features transfer, not how large the paper's
+ImageNet gain is; a loss, that thumbnail features are a worse start than random weights at this budget. With ~100 training photos and one seed, differences of a few AP points are within
 the noise of the split and the initialisation.
 """
 
@@ -250,7 +250,9 @@ def render_transfer(exp_dir: str | Path) -> Path:
           "The paper's transfer result (ResNet-101 instead of VGG-16 in Faster R-CNN: +28 % relative COCO AP) rests on "
           "ImageNet pretraining: 1.28 million photos of ~400 pixels. A backbone pretrained here on CIFAR-10 has seen "
           "45,000 images of 32 pixels: its filters are tuned to thumbnails, at a scale far from a 320-pixel pedestrian "
-          "photo, so a gain here shows that some generic early features transfer, not the size of the paper's gain. "
+          "photo, so a gain here would show that some generic early features transfer, not the size of the paper's gain, "
+          "and a loss that such features, with batch-norm statistics of thumbnails, are a worse start than random "
+          "weights for the detector at this budget. "
           "With about a hundred training photos, a short budget and one seed, differences of a few AP points are within "
           "the noise of the split and the initialisation. torchvision's tutorial on the same data reaches far higher AP "
           "because it starts from a detector pretrained on all of COCO: an upper reference, not a peer."]
