@@ -265,3 +265,29 @@ def test_readme_training_throughput_is_the_committed_benchmark():
         assert (f"{label} {r['fit_images_per_s']:,.0f} images/s in fp32" if name == "resnet20"
                 else f"{label} {r['fit_images_per_s']:,.0f} and {r['fit_auto_images_per_s']:,.0f}") in text, name
         assert f"{r['auto_ratio_to_bare_fp32']:.2f}x" in text, name
+
+
+def test_recipe_auto_table_is_the_committed_benchmark():
+    """The README's before/after table of `reslab train resnet20 --data imagefolder:DIR` (no flags) is
+    benchmarks/results/auto_recipe.json, row by row."""
+    data = json.loads((ROOT / "benchmarks" / "results" / "auto_recipe.json").read_text())["datasets"]
+    keys = {"Fashion-MNIST, 300 a class": "fashion300", "Penn-Fudan person / background": "pennfudan64",
+            "CIFAR-10, 1,000 a class": "cifar10-10k", "CIFAR-10, all": "cifar10-full"}
+    text = README.read_text()
+    start = text.index("| folder | images | before: test err, steps, wall |")
+    rows = []
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    assert sorted(keys[r.split("|")[1].strip()] for r in rows) == sorted(data)
+
+    def cell(run):
+        return f"{run['test_err']:.2f} %, {run['steps']:,}, {run['wall_s'] / 60:.1f} min"
+
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        d = data[keys[cells[0]]]
+        assert cells[2] == cell(d["before"]) and cells[3] == cell(d["after"])
+        assert cells[4] == f"{d['after']['baselines']['linear_err']:.2f} %"
+        assert cells[5] == f"{d['after']['baselines']['majority_err']:.2f} %"
